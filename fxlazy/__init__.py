@@ -1,0 +1,41 @@
+"""fxlazy: turn PyTorch models with lazy layers into static torch.fx GraphModules.
+
+``materialize(model, example)`` traces the model, propagates shapes on meta tensors,
+and returns a GraphModule whose lazy modules are replaced by their concrete classes
+(``LazyConvTranspose2d`` becomes ``ConvTranspose2d``), without running the model and
+without changing it. ``shape_report(gm)`` shows what was inferred.
+"""
+
+from ._materialize import materialize
+from .errors import (
+    ExampleInputError,
+    FxLazyError,
+    LazyDtypeMismatchError,
+    LazyInitializationError,
+    ModelCopyError,
+    ShapePropagationError,
+    SharedLazyModuleError,
+    UnsupportedLazyModuleError,
+    UntraceableModelError,
+    UnusedLazyModuleError,
+)
+from .report import LayerRow, ShapeReport, shape_report
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "materialize",
+    "shape_report",
+    "ShapeReport",
+    "LayerRow",
+    "FxLazyError",
+    "ExampleInputError",
+    "ModelCopyError",
+    "UntraceableModelError",
+    "ShapePropagationError",
+    "LazyDtypeMismatchError",
+    "SharedLazyModuleError",
+    "LazyInitializationError",
+    "UnusedLazyModuleError",
+    "UnsupportedLazyModuleError",
+]

@@ -1,0 +1,161 @@
+"""``materialize``: the entry point that turns a lazy model into a static GraphModule."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.fx
+from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedTensorMixin
+
+from ._inputs import bind_example
+from .errors import ModelCopyError, UnsupportedLazyModuleError, UnusedLazyModuleError
+from .passes.assemble import assemble_graph_module
+from .passes.initialize import initialize_lazy_modules
+from .passes.propagate import LazyShapeProp
+from .passes.trace import trace_with_lazy_leaves
+from .passes.twins import copy_with_fresh_lazy_tensors
+from .passes.widths import is_pending_lazy, lazy_tensor_device
+
+__all__ = ["materialize"]
+
+
+def materialize(
+    model: nn.Module,
+    example: Any = (),
+    *,
+    example_kwargs: Mapping[str, Any] | None = None,
+    inplace: bool = False,
+    seed: int | None = None,
+) -> torch.fx.GraphModule:
+    """Trace ``model`` and return a static GraphModule with every lazy module materialized.
+
+    Shapes are propagated on meta tensors, so the example's values are never computed
+    with. The only real work is allocating and initializing the parameters of the lazy
+    modules, in the order an eager forward would initialize them. Under the same random
+    state, the result's ``state_dict`` equals, key for key and bit for bit, what
+    ``model.eval(); model(*example)`` would leave in the model.
+
+    Args:
+        model: the model; it is left unchanged unless ``inplace`` is true.
+        example: the positional forward arguments: a tensor, or a tuple of tensors, None
+            and Python scalars. Only shapes and dtypes of tensors are used. Non-tensor
+            values are baked into the graph, and the GraphModule's forward takes the
+            tensor arguments alone.
+        example_kwargs: keyword forward arguments, treated like ``example``.
+        inplace: materialize the model's own lazy modules. Their Parameter objects stay
+            the same, so an optimizer built on the lazy model keeps working. The
+            returned GraphModule then shares its modules with ``model``.
+        seed: when given, initialize from ``torch.manual_seed(seed)`` and restore the
+            global random state afterwards. When None, draw from the global generator
+            exactly as an eager dry run would.
+
+    Returns:
+        A ``torch.fx.GraphModule`` with the model's module hierarchy and qualified names.
+        Every node that produces tensors carries ``node.meta["tensor_meta"]``, and every
+        call of a materialized module a record that :func:`fxlazy.shape_report` reads.
+
+    Raises:
+        ExampleInputError: the example does not fit ``model.forward``.
+        ModelCopyError: the model cannot be deep-copied (pass ``inplace=True``).
+        UntraceableModelError: torch.fx cannot trace the model's forward.
+        ShapePropagationError: a graph node fails on meta tensors.
+        LazyDtypeMismatchError: a lazy module's dtype differs from its input's dtype.
+        SharedLazyModuleError: a lazy module is called with two different widths.
+        LazyInitializationError: a lazy module's ``initialize_parameters`` fails.
+        UnusedLazyModuleError: forward never calls a lazy module for this example.
+        UnsupportedLazyModuleError: a module holds uninitialized parameters without
+            deriving from ``LazyModuleMixin``.
+
+    Example:
+        >>> import torch, fxlazy
+        >>> model = torch.nn.Sequential(torch.nn.LazyConvTranspose2d(32, kernel_size=3, stride=2))
+        >>> static = fxlazy.materialize(model, torch.randn(1, 64, 8, 8))
+        >>> static.get_submodule("0")
+        ConvTranspose2d(64, 32, kernel_size=(3, 3), stride=(2, 2))
+        >>> type(model[0]).__name__
+        'LazyConvTranspose2d'
+    """
+    inputs = bind_example(model, example, example_kwargs)
+    _reject_unsupported_lazy_tensors(model)
+    root = model if inplace else _private_copy(model)
+
+    # Phase 1: everything that can fail runs before any module is changed.
+    traced = trace_with_lazy_leaves(root, inputs.specialized)
+    propagation = LazyShapeProp(root, traced.graph)
+    propagation.propagate(*inputs.tensors.values())
+    _reject_unused_lazy_modules(root, {spec.module for spec, _ in propagation.first_calls})
+
+    # Phase 2: allocate and initialize the real parameters.
+    # NOTE: with inplace=True, a user's initialize_parameters that works on meta tensors
+    # but fails on real ones leaves the modules before it initialized.
+    with _random_state(seed, _lazy_devices(root)):
+        initialize_lazy_modules(root, propagation.first_calls)
+
+    gm = assemble_graph_module(root, traced.graph, traced.traced_through, type(model).__name__)
+    gm.graph.lint()
+    return gm
+
+
+def _private_copy(model: nn.Module) -> nn.Module:
+    try:
+        return copy_with_fresh_lazy_tensors(model)
+    except Exception as error:
+        raise ModelCopyError(
+            f"Cannot deep-copy {type(model).__name__} to materialize it without changing it: "
+            f"{type(error).__name__}: {error}. Make the model deep-copyable, or pass inplace=True "
+            "to materialize the model's own modules."
+        ) from error
+
+
+def _reject_unsupported_lazy_tensors(model: nn.Module) -> None:
+    for name, module in model.named_modules():
+        if isinstance(module, LazyModuleMixin):
+            continue
+        owned = [*module._parameters.items(), *module._buffers.items()]
+        lazy_names = [n for n, t in owned if isinstance(t, UninitializedTensorMixin)]
+        if lazy_names:
+            where = f"'{name}'" if name else "the root module"
+            raise UnsupportedLazyModuleError(
+                f"Module {where} ({type(module).__name__}) holds uninitialized tensors "
+                f"{lazy_names} but does not derive from torch.nn.modules.lazy.LazyModuleMixin. "
+                "fxlazy materializes lazy modules through LazyModuleMixin.initialize_parameters; "
+                "derive the module from LazyModuleMixin and move its initialization there."
+            )
+
+
+def _reject_unused_lazy_modules(root: nn.Module, called: set[str]) -> None:
+    called_ids = {id(root.get_submodule(name)) for name in called}
+    unused = [
+        f"'{name}' ({type(module).__name__})"
+        for name, module in root.named_modules()
+        if is_pending_lazy(module) and id(module) not in called_ids
+    ]
+    if unused:
+        raise UnusedLazyModuleError(
+            f"forward of {type(root).__name__} never calls the lazy module(s) {', '.join(unused)} "
+            "for this example, so their widths cannot be inferred and the static model would "
+            "keep uninitialized parameters. Pass an example that reaches them (for instance "
+            "through example_kwargs), or remove them from the model."
+        )
+
+
+def _lazy_devices(root: nn.Module) -> list[torch.device]:
+    devices = {lazy_tensor_device(m) for m in root.modules() if is_pending_lazy(m)}
+    return [d for d in devices if d is not None]
+
+
+@contextlib.contextmanager
+def _random_state(seed: int | None, devices: list[torch.device]) -> Iterator[None]:
+    """Seed every generator the lazy modules draw from, and restore them afterwards."""
+    if seed is None:
+        yield
+        return
+    accelerator_indexes = [d.index or 0 for d in devices if d.type == "cuda"]
+    with torch.random.fork_rng(devices=accelerator_indexes):
+        torch.manual_seed(seed)
+        yield

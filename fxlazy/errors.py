@@ -1,0 +1,63 @@
+"""The exceptions fxlazy raises.
+
+Every failure of :func:`fxlazy.materialize` is one subclass of :class:`FxLazyError`,
+chained (``from``) to the exception that caused it. Messages name the module or graph
+node, the values involved, and what to change. Subclasses that correspond to a built-in
+exception category also derive from it (``ExampleInputError`` is a ``TypeError``), so
+existing ``except TypeError`` handlers keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FxLazyError",
+    "ExampleInputError",
+    "ModelCopyError",
+    "UntraceableModelError",
+    "ShapePropagationError",
+    "LazyDtypeMismatchError",
+    "SharedLazyModuleError",
+    "LazyInitializationError",
+    "UnusedLazyModuleError",
+    "UnsupportedLazyModuleError",
+]
+
+
+class FxLazyError(Exception):
+    """Base class of every error raised by fxlazy."""
+
+
+class ExampleInputError(FxLazyError, TypeError):
+    """The example inputs do not fit the model's ``forward`` signature."""
+
+
+class ModelCopyError(FxLazyError):
+    """The model could not be copied, so it cannot be materialized out of place."""
+
+
+class UntraceableModelError(FxLazyError):
+    """torch.fx could not trace the model's ``forward``."""
+
+
+class ShapePropagationError(FxLazyError):
+    """A graph node failed while shapes were propagated on meta tensors."""
+
+
+class LazyDtypeMismatchError(FxLazyError, TypeError):
+    """A lazy module receives an input whose dtype differs from the module's own dtype."""
+
+
+class SharedLazyModuleError(FxLazyError, ValueError):
+    """One lazy module is called at several places with different input widths."""
+
+
+class LazyInitializationError(FxLazyError):
+    """A lazy module's ``initialize_parameters`` failed or left parameters uninitialized."""
+
+
+class UnusedLazyModuleError(FxLazyError):
+    """A lazy module is never called by ``forward`` for the given example."""
+
+
+class UnsupportedLazyModuleError(FxLazyError, NotImplementedError):
+    """A module holds uninitialized parameters in a way fxlazy does not support yet."""

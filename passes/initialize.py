@@ -1,0 +1,120 @@
+"""Initialize lazy modules the way their first forward call would, without running forward.
+
+``LazyModuleMixin`` initializes a module in a forward pre-hook: it calls
+``initialize_parameters`` with the forward arguments, checks that nothing is left
+uninitialized, removes its hooks and swaps the class to ``cls_to_become``. This file does
+the same steps outside a forward call, on inputs rebuilt from the propagated shapes, so
+the parameters draw the same random numbers in the same order as an eager dry run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_map
+
+from fxlazy.errors import LazyInitializationError
+
+from .records import CallSpec, TensorSpec
+from .widths import lazy_tensor_device, width_rule_for
+
+__all__ = ["initialize_lazy_module", "initialize_lazy_modules", "real_inputs_for"]
+
+
+def _describe_inputs(args: tuple, kwargs: Mapping[str, Any]) -> str:
+    def shape_of(value: Any) -> Any:
+        return tuple(value.shape) if isinstance(value, (torch.Tensor, TensorSpec)) else value
+
+    described = [repr(shape_of(a)) for a in args]
+    described += [f"{k}={shape_of(v)!r}" for k, v in kwargs.items()]
+    return ", ".join(described)
+
+
+def _check_groups(module: nn.Module, name: str, width: int) -> None:
+    groups = getattr(module, "groups", 1)
+    if width % groups != 0:
+        raise LazyInitializationError(
+            f"Module '{name}' ({type(module).__name__}) has groups={groups}, which does not divide "
+            f"the inferred in_channels={width}. Feed it a multiple of {groups} channels or change groups."
+        )
+
+
+def initialize_lazy_module(
+    module: nn.Module, name: str, args: tuple, kwargs: Mapping[str, Any], width: int | None
+) -> None:
+    """Initialize one pending lazy module from its first call's arguments and finish it.
+
+    ``width`` is the input width read by the built-in class's rule, or None for a
+    user's own lazy class. Raises LazyInitializationError naming the module.
+    """
+    class_name = type(module).__name__
+    rule = width_rule_for(module)
+    if rule is not None and width is not None and rule.inferred_argument == "in_channels":
+        _check_groups(module, name, width)
+
+    try:
+        module.initialize_parameters(*args, **kwargs)
+    except Exception as error:
+        raise LazyInitializationError(
+            f"Module '{name}' ({class_name}) failed in initialize_parameters for inputs "
+            f"({_describe_inputs(args, kwargs)}): {error}. Check that the module receives the "
+            "input it was written for."
+        ) from error
+    if module.has_uninitialized_params():
+        left = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if nn.parameter.is_lazy(t)]
+        raise LazyInitializationError(
+            f"Module '{name}' ({class_name}) still has uninitialized tensors {left} after "
+            "initialize_parameters. Its initialize_parameters must materialize every "
+            "UninitializedParameter and UninitializedBuffer it owns."
+        )
+
+    # The same clean-up LazyModuleMixin's forward pre-hook does after initializing.
+    module._initialize_hook.remove()
+    module._load_hook.remove()
+    del module._initialize_hook
+    del module._load_hook
+    if module.cls_to_become is not None:
+        module.__class__ = module.cls_to_become
+
+    # Without affine weights or running statistics a lazy norm owns no tensor, and torch
+    # then leaves num_features at 0. The inferred width is written so the static module
+    # describes itself truthfully; its state_dict does not change.
+    if rule is not None and width is not None and getattr(module, rule.inferred_argument) == 0:
+        setattr(module, rule.inferred_argument, width)
+
+
+def real_inputs_for(spec: CallSpec, device: torch.device) -> tuple[tuple, dict[str, Any]]:
+    """Rebuild a first call's arguments as real tensors of the recorded shapes.
+
+    Each tensor is a single zero expanded to the recorded shape, so it allocates one
+    element however large the activation would be.
+    """
+
+    def build(value: Any) -> Any:
+        if isinstance(value, TensorSpec):
+            zero = torch.zeros((), dtype=value.dtype, device=device)
+            return zero.expand(value.shape)
+        return value
+
+    args = tree_map(build, spec.args, is_leaf=lambda v: isinstance(v, TensorSpec))
+    kwargs = tree_map(build, spec.kwargs, is_leaf=lambda v: isinstance(v, TensorSpec))
+    return args, kwargs
+
+
+def initialize_lazy_modules(
+    root: nn.Module, first_calls: Iterable[tuple[CallSpec, int | None]]
+) -> None:
+    """Initialize the pending lazy modules of ``root`` in the order of their first calls.
+
+    The order matters: it is the order an eager forward would initialize them in, and so
+    the order in which they draw from the random number generator.
+    """
+    for spec, width in first_calls:
+        module = root.get_submodule(spec.module)
+        device = lazy_tensor_device(module) or torch.device("cpu")
+        args, kwargs = real_inputs_for(spec, device)
+        with torch.no_grad():
+            initialize_lazy_module(module, spec.module, args, kwargs, width)

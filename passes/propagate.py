@@ -1,0 +1,244 @@
+"""Propagate shapes through a traced graph on meta tensors, resolving lazy modules on the way.
+
+``LazyShapeProp`` is a torch.fx Interpreter that runs every node on meta tensors, so no
+real compute happens and no memory is spent on activations. Each call_module node runs
+the module's meta twin instead of the module itself, which leaves the modules of the
+graph untouched. A lazy module's twin initializes itself on meta at its first call.
+
+It writes ``node.meta["tensor_meta"]`` (the record torch.fx's ShapeProp writes) on every
+node that produces tensors, and a ``LazyCallRecord`` under ``LAZY_CALL_KEY`` on every call
+of a lazy module. ``first_calls`` lists each lazy module's first call in execution order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx
+from torch import nn
+from torch.fx.node import Argument, Target, map_aggregate
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
+from torch.nn.parameter import is_lazy
+from torch.utils._pytree import tree_flatten, tree_map
+
+from fxlazy.errors import (
+    FxLazyError,
+    LazyDtypeMismatchError,
+    ShapePropagationError,
+    SharedLazyModuleError,
+)
+
+from .initialize import initialize_lazy_module
+from .records import LAZY_CALL_KEY, TENSOR_META_KEY, CallSpec, LazyCallRecord, TensorSpec
+from .source import describe_node
+from .twins import meta_twin, to_meta
+from .widths import is_pending_lazy, lazy_tensor_dtype, width_rule_for
+
+__all__ = ["LazyShapeProp"]
+
+
+@dataclass
+class _LazyState:
+    """The meta twin of one lazy module and the facts of its first call."""
+
+    twin: nn.Module
+    record: LazyCallRecord
+    first_node: torch.fx.Node
+    first_shapes: str
+    width: int | None
+    calls: int = 1
+
+
+def _shapes_of(values: Any) -> str:
+    leaves, _ = tree_flatten(values)
+    shapes = [tuple(v.shape) for v in leaves if isinstance(v, torch.Tensor)]
+    return ", ".join(str(s) for s in shapes) or "no tensors"
+
+
+def _first_tensor(args: tuple, kwargs: Mapping[str, Any]) -> torch.Tensor | None:
+    leaves, _ = tree_flatten((args, kwargs))
+    return next((v for v in leaves if isinstance(v, torch.Tensor)), None)
+
+
+def _tensor_spec(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return TensorSpec(tuple(value.shape), value.dtype, value.requires_grad)
+    return value
+
+
+def _int_attributes(module: nn.Module) -> dict[str, int]:
+    return {k: v for k, v in vars(module).items() if type(v) is int and not k.startswith("_")}
+
+
+class LazyShapeProp(torch.fx.Interpreter):
+    """Run ``graph`` over ``root`` on meta tensors; see the module docstring for what it writes.
+
+    Args:
+        root: the module the graph was traced from. It is read, never changed.
+        graph: the traced graph, whose nodes receive the meta records.
+    """
+
+    def __init__(self, root: nn.Module, graph: torch.fx.Graph) -> None:
+        super().__init__(root, garbage_collect_values=True, graph=graph)
+        self._running_node: torch.fx.Node | None = None
+        self._twins: dict[str, nn.Module] = {}
+        self._lazy: dict[str, _LazyState] = {}
+        self.first_calls: list[tuple[CallSpec, int | None]] = []
+
+    def propagate(self, *inputs: torch.Tensor) -> Any:
+        """Run the graph on meta copies of ``inputs`` and return the meta outputs."""
+        meta_inputs = [to_meta(x) if isinstance(x, torch.Tensor) else x for x in inputs]
+        with torch.random.fork_rng(devices=[]):
+            # A user's initialize_parameters may draw random numbers on CPU even for meta
+            # tensors. The fork keeps the global generator exactly where the caller left it.
+            return self.run(*meta_inputs)
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        # Interpreter hands call_module only the target, but lazy calls name their node.
+        self._running_node = n
+        try:
+            result = super().run_node(n)
+        except FxLazyError:
+            raise
+        except Exception as error:
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            raise ShapePropagationError(
+                f"Shape propagation failed at {describe_node(n)} with input shapes "
+                f"({_shapes_of((args, kwargs))}): {type(error).__name__}: {error}. "
+                "fxlazy runs the model on meta tensors, which have shapes but no values; "
+                "code that reads tensor values (.item(), .tolist(), data-dependent indexing) "
+                "cannot run there."
+            ) from error
+
+        found_tensor = False
+
+        def extract(value: Any) -> Any:
+            nonlocal found_tensor
+            if isinstance(value, torch.Tensor):
+                found_tensor = True
+                return _extract_tensor_metadata(value)
+            return value
+
+        metadata = map_aggregate(result, extract)
+        if found_tensor:
+            n.meta[TENSOR_META_KEY] = metadata
+        return result
+
+    def get_attr(self, target: Target, args: tuple[Argument, ...], kwargs: dict[str, Any]) -> Any:
+        value = super().get_attr(target, args, kwargs)
+        if not isinstance(value, torch.Tensor):
+            return value
+        if is_lazy(value):
+            raise ShapePropagationError(
+                f"Graph reads the uninitialized tensor '{target}' directly, outside its lazy "
+                "module's forward, so its shape is not known yet. Read it only after the "
+                "module's first call, or pass its shape explicitly."
+            )
+        return to_meta(value)
+
+    def call_module(self, target: Target, args: tuple[Argument, ...], kwargs: dict[str, Any]) -> Any:
+        assert isinstance(target, str)
+        module = self.fetch_attr(target)
+        if target in self._lazy or is_pending_lazy(module):
+            return self._call_lazy(target, module, args, kwargs)
+
+        twin = self._twins.get(target)
+        if twin is None:
+            twin = self._twins[target] = meta_twin(module).eval()
+        return twin(*args, **kwargs)
+
+    def _call_lazy(self, target: str, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Any:
+        node = self._running_node
+        first_input = _first_tensor(args, kwargs)
+        # The graph's own module stays lazy (only its twin is initialized), so its class
+        # still selects the width rule at every call.
+        rule = width_rule_for(module)
+        width = None
+        if rule is not None and first_input is not None:
+            width = rule.width(first_input.shape)
+
+        state = self._lazy.get(target)
+        if state is None:
+            self._check_dtype(target, module, node, first_input)
+            state = self._initialize_twin(target, module, node, args, kwargs, width)
+            self.first_calls.append((CallSpec(target, tree_map(_tensor_spec, args), tree_map(_tensor_spec, kwargs)), width))
+            node.meta[LAZY_CALL_KEY] = state.record
+            return state.twin(*args, **kwargs)
+
+        self._check_shared_width(target, state, node, args, kwargs, width)
+        node.meta[LAZY_CALL_KEY] = LazyCallRecord(**{**state.record.__dict__, "call_index": state.calls})
+        state.calls += 1
+        try:
+            return state.twin(*args, **kwargs)
+        except Exception as error:
+            raise SharedLazyModuleError(
+                f"Lazy module '{target}' ({state.record.lazy_class}) is called at two places with "
+                f"inputs it cannot both accept. A lazy module fixes its shapes at the first call.\n"
+                f"  first call:  {describe_node(state.first_node)}, input shapes ({state.first_shapes})\n"
+                f"  later call:  {describe_node(node)}, input shapes ({_shapes_of((args, kwargs))})\n"
+                f"It failed with: {type(error).__name__}: {error}\n"
+                "Use one lazy module per input shape, or make both calls receive the same width."
+            ) from error
+
+    def _check_dtype(self, target: str, module: nn.Module, node: torch.fx.Node, first_input: torch.Tensor | None) -> None:
+        declared = lazy_tensor_dtype(module)
+        if declared is None or first_input is None:
+            return
+        if not (declared.is_floating_point and first_input.dtype.is_floating_point):
+            return
+        if declared != first_input.dtype:
+            raise LazyDtypeMismatchError(
+                f"Lazy module '{target}' ({type(module).__name__}) was built with dtype={declared}, "
+                f"but its input at {describe_node(node)} has dtype {first_input.dtype}. "
+                f"Cast the example with .to({declared}), or build the module with dtype={first_input.dtype}."
+            )
+
+    def _initialize_twin(
+        self, target: str, module: nn.Module, node: torch.fx.Node, args: tuple, kwargs: dict[str, Any], width: int | None
+    ) -> _LazyState:
+        lazy_class = type(module)
+        rule = width_rule_for(module)
+        twin = meta_twin(module).eval()
+        before = _int_attributes(twin)
+        initialize_lazy_module(twin, target, args, kwargs, width)
+        after = _int_attributes(twin)
+        inferred = {k: v for k, v in after.items() if before.get(k) != v}
+
+        first_input = _first_tensor(args, kwargs)
+        if rule is not None and first_input is not None:
+            source = rule.describe_dim(first_input.shape)
+            inferred = {rule.inferred_argument: getattr(twin, rule.inferred_argument)}
+            output = (rule.output_argument, int(getattr(twin, rule.output_argument)))
+        else:
+            source = "initialize_parameters"
+            output = None
+        record = LazyCallRecord(
+            module=target,
+            lazy_class=lazy_class.__name__,
+            concrete_class=type(twin).__name__,
+            inferred=inferred,
+            source=source,
+            output=output,
+        )
+        state = _LazyState(twin, record, node, _shapes_of((args, kwargs)), width)
+        self._lazy[target] = state
+        return state
+
+    def _check_shared_width(
+        self, target: str, state: _LazyState, node: torch.fx.Node, args: tuple, kwargs: dict[str, Any], width: int | None
+    ) -> None:
+        if state.width is None or width is None or state.width == width:
+            return
+        argument = next(iter(state.record.inferred), "width")
+        raise SharedLazyModuleError(
+            f"Lazy module '{target}' ({state.record.lazy_class}) is called at two places with "
+            f"different widths, but a lazy module fixes {argument} at its first call.\n"
+            f"  first call:  {describe_node(state.first_node)}, {argument}={state.width} "
+            f"(input shapes {state.first_shapes})\n"
+            f"  later call:  {describe_node(node)}, {argument}={width} "
+            f"(input shapes {_shapes_of((args, kwargs))})\n"
+            "Use one lazy module per width, or make both calls receive the same width."
+        )

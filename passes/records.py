@@ -1,0 +1,59 @@
+"""The records fxlazy stores on graph nodes, and the ``node.meta`` keys they live under.
+
+Everything the shape report needs lives on the returned GraphModule's nodes, so a
+report can be rebuilt from the GraphModule alone, also after ``copy.deepcopy``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["TENSOR_META_KEY", "LAZY_CALL_KEY", "LazyCallRecord", "CallSpec", "TensorSpec"]
+
+# The key torch.fx's ShapeProp writes; graph drawers and other fx tools read it.
+TENSOR_META_KEY = "tensor_meta"
+# The key of a LazyCallRecord on each call_module node of a materialized lazy module.
+LAZY_CALL_KEY = "fxlazy_lazy_call"
+
+
+@dataclass(frozen=True)
+class LazyCallRecord:
+    """What fxlazy inferred for one call of a lazy module.
+
+    Attributes:
+        module: qualified name of the module in the model, such as ``decoder.up1``.
+        lazy_class: class name before materialization, such as ``LazyConvTranspose2d``.
+        concrete_class: class name after materialization, such as ``ConvTranspose2d``.
+        inferred: constructor arguments the call fixed, such as ``{"in_channels": 64}``.
+        source: where the inferred values came from, such as ``input dim 1``.
+        output: the argument fixing the output width and its value, or None when unknown.
+        call_index: 0 for the call that materialized the module, 1 and up for later calls.
+    """
+
+    module: str
+    lazy_class: str
+    concrete_class: str
+    inferred: dict[str, int] = field(default_factory=dict)
+    source: str = ""
+    output: tuple[str, int] | None = None
+    call_index: int = 0
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape and dtype of a tensor argument whose values fxlazy never computed."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    requires_grad: bool
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """The arguments of a lazy module's first call, with tensors replaced by TensorSpecs."""
+
+    module: str
+    args: tuple
+    kwargs: dict

@@ -1,0 +1,106 @@
+"""Trace a model with torch.fx, keeping every lazy module as one call_module node.
+
+The default tracer treats only torch.nn's own modules as leaves and traces into all
+others, which would run a user's ``LazyModuleMixin`` subclass on fx Proxies. Here every
+``LazyModuleMixin`` is a leaf. Non-tensor example values (None, Python scalars) are
+specialized through ``concrete_args`` and their placeholders removed afterwards, so the
+graph's inputs are exactly the example's tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.fx
+from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+
+from fxlazy.errors import UntraceableModelError
+
+from .source import user_frame_of_traceback
+
+__all__ = ["LazyLeafTracer", "TraceResult", "trace_with_lazy_leaves"]
+
+
+class LazyLeafTracer(torch.fx.Tracer):
+    """An fx Tracer whose leaves are torch.nn's modules and every lazy module.
+
+    It records the user's stack on each node and collects the qualified names of the
+    modules it traced through (the root is one of them, as ``""``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.record_stack_traces = True
+        self.traced_through: set[str] = {""}
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, LazyModuleMixin):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(
+        self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        qualified_name = self.path_of_module(m)
+        if not self.is_leaf_module(m, qualified_name):
+            self.traced_through.add(qualified_name)
+        return super().call_module(m, forward, args, kwargs)
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """A traced graph and the qualified names of the modules whose forward it inlines."""
+
+    graph: torch.fx.Graph
+    traced_through: frozenset[str]
+
+
+def _remove_specialized_placeholders(graph: torch.fx.Graph, specialized: Mapping[str, Any]) -> None:
+    """Erase the placeholders of specialized arguments with the assertions fx adds for them.
+
+    fx keeps a placeholder for each concrete argument and checks its value with
+    ``_assert_is_none`` or ``torch._assert``. Those checks take ``object`` arguments,
+    which TorchScript rejects, and the specialized value is already baked into the graph.
+    """
+    order = {node: index for index, node in enumerate(graph.nodes)}
+    for node in list(graph.nodes):
+        if node.op != "placeholder" or node.target not in specialized:
+            continue
+        pending = list(node.users)
+        checks: list[torch.fx.Node] = []
+        while pending:
+            user = pending.pop()
+            if user not in checks:
+                checks.append(user)
+                pending.extend(user.users)
+        # Erase consumers before producers: users come later in graph order.
+        for check in sorted(checks, key=order.__getitem__, reverse=True):
+            graph.erase_node(check)
+        graph.erase_node(node)
+
+
+def trace_with_lazy_leaves(root: nn.Module, concrete_args: Mapping[str, Any]) -> TraceResult:
+    """Trace ``root.forward``, specializing the arguments in ``concrete_args``.
+
+    Raises:
+        UntraceableModelError: torch.fx failed; the message names the user's source line.
+    """
+    tracer = LazyLeafTracer()
+    try:
+        graph = tracer.trace(root, concrete_args=dict(concrete_args) or None)
+    except Exception as error:
+        location = user_frame_of_traceback(error.__traceback__)
+        where = f"\n  at {location}" if location else ""
+        raise UntraceableModelError(
+            f"torch.fx cannot trace {type(root).__name__}.forward: {type(error).__name__}: {error}{where}\n"
+            "Python control flow that depends on tensor shapes or values (if, while, assert, "
+            "len() on a tensor) cannot be traced. Rewrite the branch with tensor operations "
+            "such as torch.where, or decide it with a plain Python flag set when the model is built."
+        ) from error
+
+    _remove_specialized_placeholders(graph, concrete_args)
+    return TraceResult(graph, frozenset(tracer.traced_through))
