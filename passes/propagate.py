@@ -83,6 +83,8 @@ class LazyShapeProp(torch.fx.Interpreter):
 
     def __init__(self, root: nn.Module, graph: torch.fx.Graph) -> None:
         super().__init__(root, garbage_collect_values=True, graph=graph)
+        # Errors raised here already name the node and the user's source line.
+        self.extra_traceback = False
         self._running_node: torch.fx.Node | None = None
         self._twins: dict[str, nn.Module] = {}
         self._lazy: dict[str, _LazyState] = {}

@@ -83,6 +83,18 @@ def _remove_specialized_placeholders(graph: torch.fx.Graph, specialized: Mapping
         graph.erase_node(node)
 
 
+def _drop_input_and_output_annotations(graph: torch.fx.Graph) -> None:
+    """Clear the type annotations fx copied from the user's forward signature.
+
+    fx writes them into the generated code under aliased names such as ``_torch_Tensor_``,
+    which ``torch.jit.script`` cannot resolve (torch 2.13). Every remaining input is a
+    tensor, which is what TorchScript assumes for an unannotated argument.
+    """
+    for node in graph.nodes:
+        if node.op in ("placeholder", "output"):
+            node.type = None
+
+
 def trace_with_lazy_leaves(root: nn.Module, concrete_args: Mapping[str, Any]) -> TraceResult:
     """Trace ``root.forward``, specializing the arguments in ``concrete_args``.
 
@@ -103,4 +115,5 @@ def trace_with_lazy_leaves(root: nn.Module, concrete_args: Mapping[str, Any]) ->
         ) from error
 
     _remove_specialized_placeholders(graph, concrete_args)
+    _drop_input_and_output_annotations(graph)
     return TraceResult(graph, frozenset(tracer.traced_through))
