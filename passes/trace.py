@@ -9,7 +9,9 @@ graph's inputs are exactly the example's tensors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+import warnings
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -59,16 +61,17 @@ class TraceResult:
     traced_through: frozenset[str]
 
 
-def _remove_specialized_placeholders(graph: torch.fx.Graph, specialized: Mapping[str, Any]) -> None:
-    """Erase the placeholders of specialized arguments with the assertions fx adds for them.
+def _remove_specialized_placeholders(graph: torch.fx.Graph, tensor_inputs: Set[str]) -> None:
+    """Erase every placeholder that is not a tensor input, with the checks fx adds for it.
 
-    fx keeps a placeholder for each concrete argument and checks its value with
-    ``_assert_is_none`` or ``torch._assert``. Those checks take ``object`` arguments,
-    which TorchScript rejects, and the specialized value is already baked into the graph.
+    fx keeps a placeholder named ``<argument>_<n>`` for each leaf of a concrete argument
+    and checks its value with ``_assert_is_none`` or ``torch._assert``. Those checks take
+    ``object`` arguments, which TorchScript rejects, and the specialized value is already
+    baked into the graph, so the checks are their only users.
     """
     order = {node: index for index, node in enumerate(graph.nodes)}
     for node in list(graph.nodes):
-        if node.op != "placeholder" or node.target not in specialized:
+        if node.op != "placeholder" or node.target in tensor_inputs:
             continue
         pending = list(node.users)
         checks: list[torch.fx.Node] = []
@@ -98,12 +101,18 @@ def _drop_input_and_output_annotations(graph: torch.fx.Graph) -> None:
 def trace_with_lazy_leaves(root: nn.Module, concrete_args: Mapping[str, Any]) -> TraceResult:
     """Trace ``root.forward``, specializing the arguments in ``concrete_args``.
 
+    Every other argument of ``forward`` becomes a tensor input of the graph.
+
     Raises:
         UntraceableModelError: torch.fx failed; the message names the user's source line.
     """
     tracer = LazyLeafTracer()
     try:
-        graph = tracer.trace(root, concrete_args=dict(concrete_args) or None)
+        with warnings.catch_warnings():
+            # fx warns that it cannot check a specialized value of a type it does not
+            # know; the placeholder it would check is removed below, so nothing is lost.
+            warnings.filterwarnings("ignore", message="Was not able to add assertion", category=UserWarning)
+            graph = tracer.trace(root, concrete_args=dict(concrete_args) or None)
     except Exception as error:
         location = user_frame_of_traceback(error.__traceback__)
         where = f"\n  at {location}" if location else ""
@@ -114,6 +123,9 @@ def trace_with_lazy_leaves(root: nn.Module, concrete_args: Mapping[str, Any]) ->
             "such as torch.where, or decide it with a plain Python flag set when the model is built."
         ) from error
 
-    _remove_specialized_placeholders(graph, concrete_args)
+    tensor_inputs = {
+        name for name in inspect.signature(root.forward).parameters if name not in concrete_args
+    }
+    _remove_specialized_placeholders(graph, tensor_inputs)
     _drop_input_and_output_annotations(graph)
     return TraceResult(graph, frozenset(tracer.traced_through))

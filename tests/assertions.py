@@ -1,0 +1,61 @@
+"""Assertions shared by the test files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parameter import is_lazy
+
+
+def eager_dry_run(model: nn.Module, example: tuple[Any, ...], seed: int) -> tuple[nn.Module, Any]:
+    """Materialize ``model`` the usual way, in eval mode under ``seed``; return it and its output."""
+    torch.manual_seed(seed)
+    model.eval()
+    with torch.no_grad():
+        output = model(*example)
+    return model, output
+
+
+def assert_state_dicts_equal(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """Assert same keys in the same order, and bit-identical values with equal dtypes."""
+    assert list(actual) == list(expected)
+    for key in expected:
+        assert actual[key].dtype == expected[key].dtype, key
+        assert actual[key].shape == expected[key].shape, key
+        assert torch.equal(actual[key], expected[key]), key
+
+
+def snapshot_model(model: nn.Module) -> dict[str, Any]:
+    """Record what materialize must not change: classes, tensor objects, flags and buffers."""
+    modules = dict(model.named_modules(remove_duplicate=False))
+    return {
+        "classes": {name: type(m) for name, m in modules.items()},
+        "training": {name: m.training for name, m in modules.items()},
+        "parameters": {name: p for name, p in model.named_parameters(remove_duplicate=False)},
+        "lazy": {name for name, t in [*model.named_parameters(), *model.named_buffers()] if is_lazy(t)},
+        "values": {
+            name: t.detach().clone()
+            for name, t in [*model.named_parameters(), *model.named_buffers()]
+            if not is_lazy(t)
+        },
+        "hooks": {name: (len(m._forward_pre_hooks), len(m._load_state_dict_pre_hooks)) for name, m in modules.items()},
+        "attributes": {name: {k: v for k, v in vars(m).items() if type(v) in (int, float, bool, str)} for name, m in modules.items()},
+    }
+
+
+def assert_model_unchanged(model: nn.Module, before: dict[str, Any]) -> None:
+    """Assert that ``model`` still matches a ``snapshot_model`` taken earlier."""
+    after = snapshot_model(model)
+    assert after["classes"] == before["classes"]
+    assert after["training"] == before["training"]
+    assert after["lazy"] == before["lazy"]
+    assert after["hooks"] == before["hooks"]
+    assert after["attributes"] == before["attributes"]
+    assert after["parameters"].keys() == before["parameters"].keys()
+    for name, parameter in before["parameters"].items():
+        assert after["parameters"][name] is parameter, name
+    assert after["values"].keys() == before["values"].keys()
+    for name, value in before["values"].items():
+        assert torch.equal(after["values"][name], value), name
