@@ -12,6 +12,7 @@ of a lazy module. ``first_calls`` lists each lazy module's first call in executi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,8 @@ from fxlazy.errors import (
     SharedLazyModuleError,
 )
 
-from .initialize import initialize_lazy_module
+from .initialize import initialize_lazy_module, real_inputs_for
+from .shape_formulas import function_output, module_output
 from .records import LAZY_CALL_KEY, TENSOR_META_KEY, CallSpec, LazyCallRecord, TensorSpec
 from .source import describe_node
 from .twins import meta_twin, to_meta
@@ -42,13 +44,15 @@ __all__ = ["LazyShapeProp"]
 
 @dataclass
 class _LazyState:
-    """The meta twin of one lazy module and the facts of its first call."""
+    """Facts recorded about one lazy module at its first call."""
 
-    twin: nn.Module
     record: LazyCallRecord
     first_node: torch.fx.Node
+    first_call: CallSpec
     first_shapes: str
     width: int | None
+    # The module's meta twin, initialized on meta; None until a call needs it.
+    twin: nn.Module | None = None
     calls: int = 1
 
 
@@ -141,12 +145,23 @@ class LazyShapeProp(torch.fx.Interpreter):
             )
         return to_meta(value)
 
+    def call_function(self, target: Target, args: tuple[Argument, ...], kwargs: dict[str, Any]) -> Any:
+        result = function_output(target, args, kwargs)
+        return super().call_function(target, args, kwargs) if result is None else result
+
+    def call_method(self, target: Target, args: tuple[Argument, ...], kwargs: dict[str, Any]) -> Any:
+        result = function_output(target, args, kwargs)
+        return super().call_method(target, args, kwargs) if result is None else result
+
     def call_module(self, target: Target, args: tuple[Argument, ...], kwargs: dict[str, Any]) -> Any:
         assert isinstance(target, str)
         module = self.fetch_attr(target)
         if target in self._lazy or is_pending_lazy(module):
             return self._call_lazy(target, module, args, kwargs)
 
+        result = module_output(module, args, kwargs)
+        if result is not None:
+            return result
         twin = self._twins.get(target)
         if twin is None:
             twin = self._twins[target] = meta_twin(module).eval()
@@ -155,8 +170,8 @@ class LazyShapeProp(torch.fx.Interpreter):
     def _call_lazy(self, target: str, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Any:
         node = self._running_node
         first_input = _first_tensor(args, kwargs)
-        # The graph's own module stays lazy (only its twin is initialized), so its class
-        # still selects the width rule at every call.
+        # The graph's own module stays lazy (only its twin is ever initialized), so its
+        # class still selects the width rule at every call.
         rule = width_rule_for(module)
         width = None
         if rule is not None and first_input is not None:
@@ -165,16 +180,25 @@ class LazyShapeProp(torch.fx.Interpreter):
         state = self._lazy.get(target)
         if state is None:
             self._check_dtype(target, module, node, first_input)
-            state = self._initialize_twin(target, module, node, args, kwargs, width)
-            self.first_calls.append((CallSpec(target, tree_map(_tensor_spec, args), tree_map(_tensor_spec, kwargs)), width))
+            spec = CallSpec(target, tree_map(_tensor_spec, args), tree_map(_tensor_spec, kwargs))
+            state = _LazyState(self._first_call_record(target, module, args, kwargs), node, spec, _shapes_of((args, kwargs)), width)
+            self._lazy[target] = state
+            self.first_calls.append((spec, width))
+            result = module_output(module, args, kwargs, width) if rule is not None and width is not None else None
+            if result is None:
+                result = self._twin_of(state, module)(*args, **kwargs)
             node.meta[LAZY_CALL_KEY] = state.record
-            return state.twin(*args, **kwargs)
+            return result
 
         self._check_shared_width(target, state, node, args, kwargs, width)
-        node.meta[LAZY_CALL_KEY] = LazyCallRecord(**{**state.record.__dict__, "call_index": state.calls})
+        node.meta[LAZY_CALL_KEY] = dataclasses.replace(state.record, call_index=state.calls)
         state.calls += 1
+        if rule is not None and width is not None:
+            result = module_output(module, args, kwargs, width)
+            if result is not None:
+                return result
         try:
-            return state.twin(*args, **kwargs)
+            return self._twin_of(state, module)(*args, **kwargs)
         except Exception as error:
             raise SharedLazyModuleError(
                 f"Lazy module '{target}' ({state.record.lazy_class}) is called at two places with "
@@ -184,6 +208,39 @@ class LazyShapeProp(torch.fx.Interpreter):
                 f"It failed with: {type(error).__name__}: {error}\n"
                 "Use one lazy module per input shape, or make both calls receive the same width."
             ) from error
+
+    def _first_call_record(self, target: str, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> LazyCallRecord:
+        rule = width_rule_for(module)
+        first_input = _first_tensor(args, kwargs)
+        if rule is None or first_input is None:
+            # A user's own lazy class: the record is completed by _twin_of, which reads
+            # the attributes its initialize_parameters sets.
+            return LazyCallRecord(target, type(module).__name__, type(module).__name__, source="initialize_parameters")
+        width = rule.width(first_input.shape)
+        output = width if rule.output_argument == rule.inferred_argument else int(getattr(module, rule.output_argument))
+        return LazyCallRecord(
+            module=target,
+            lazy_class=type(module).__name__,
+            concrete_class=(module.cls_to_become or type(module)).__name__,
+            inferred={rule.inferred_argument: width} if width is not None else {},
+            source=rule.describe_dim(first_input.shape),
+            output=(rule.output_argument, output) if output is not None else None,
+        )
+
+    def _twin_of(self, state: _LazyState, module: nn.Module) -> nn.Module:
+        """Return the module's meta twin, initialized from the first call's arguments."""
+        if state.twin is not None:
+            return state.twin
+        twin = meta_twin(module).eval()
+        args, kwargs = real_inputs_for(state.first_call, torch.device("meta"))
+        before = _int_attributes(twin)
+        initialize_lazy_module(twin, state.record.module, args, kwargs, state.width)
+        if width_rule_for(module) is None:
+            after = _int_attributes(twin)
+            inferred = {k: v for k, v in after.items() if before.get(k) != v}
+            state.record = dataclasses.replace(state.record, concrete_class=type(twin).__name__, inferred=inferred)
+        state.twin = twin
+        return twin
 
     def _check_dtype(self, target: str, module: nn.Module, node: torch.fx.Node, first_input: torch.Tensor | None) -> None:
         declared = lazy_tensor_dtype(module)
@@ -197,37 +254,6 @@ class LazyShapeProp(torch.fx.Interpreter):
                 f"but its input at {describe_node(node)} has dtype {first_input.dtype}. "
                 f"Cast the example with .to({declared}), or build the module with dtype={first_input.dtype}."
             )
-
-    def _initialize_twin(
-        self, target: str, module: nn.Module, node: torch.fx.Node, args: tuple, kwargs: dict[str, Any], width: int | None
-    ) -> _LazyState:
-        lazy_class = type(module)
-        rule = width_rule_for(module)
-        twin = meta_twin(module).eval()
-        before = _int_attributes(twin)
-        initialize_lazy_module(twin, target, args, kwargs, width)
-        after = _int_attributes(twin)
-        inferred = {k: v for k, v in after.items() if before.get(k) != v}
-
-        first_input = _first_tensor(args, kwargs)
-        if rule is not None and first_input is not None:
-            source = rule.describe_dim(first_input.shape)
-            inferred = {rule.inferred_argument: getattr(twin, rule.inferred_argument)}
-            output = (rule.output_argument, int(getattr(twin, rule.output_argument)))
-        else:
-            source = "initialize_parameters"
-            output = None
-        record = LazyCallRecord(
-            module=target,
-            lazy_class=lazy_class.__name__,
-            concrete_class=type(twin).__name__,
-            inferred=inferred,
-            source=source,
-            output=output,
-        )
-        state = _LazyState(twin, record, node, _shapes_of((args, kwargs)), width)
-        self._lazy[target] = state
-        return state
 
     def _check_shared_width(
         self, target: str, state: _LazyState, node: torch.fx.Node, args: tuple, kwargs: dict[str, Any], width: int | None
