@@ -68,7 +68,7 @@ def materialize(
         SharedLazyModuleError: a lazy module is called with two different widths.
         LazyInitializationError: a lazy module's ``initialize_parameters`` fails.
         UnusedLazyModuleError: forward never calls a lazy module for this example.
-        UnsupportedLazyModuleError: a module holds uninitialized parameters without
+        UnsupportedLazyModuleError: a module owns uninitialized parameters without
             deriving from ``LazyModuleMixin``.
 
     Example:
@@ -121,7 +121,7 @@ def _reject_unsupported_lazy_tensors(model: nn.Module) -> None:
         if lazy_names:
             where = f"'{name}'" if name else "the root module"
             raise UnsupportedLazyModuleError(
-                f"Module {where} ({type(module).__name__}) holds uninitialized tensors "
+                f"Module {where} ({type(module).__name__}) owns uninitialized tensors "
                 f"{lazy_names} but does not derive from torch.nn.modules.lazy.LazyModuleMixin. "
                 "fxlazy materializes lazy modules through LazyModuleMixin.initialize_parameters; "
                 "derive the module from LazyModuleMixin and move its initialization there."

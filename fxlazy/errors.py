@@ -60,4 +60,4 @@ class UnusedLazyModuleError(FxLazyError):
 
 
 class UnsupportedLazyModuleError(FxLazyError, NotImplementedError):
-    """A module holds uninitialized parameters in a way fxlazy does not support yet."""
+    """A module owns uninitialized parameters in a way fxlazy does not support yet."""

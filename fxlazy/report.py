@@ -71,8 +71,8 @@ def _format_shapes(shapes: tuple[Shape, ...]) -> str:
 class ShapeReport:
     """The layers fxlazy materialized, printable as a ``tabulate`` table.
 
-    ``str(report)`` renders the table with a totals line; ``report.rows`` holds the
-    data. Build it with :func:`shape_report`.
+    ``str(report)`` renders the table with a totals line; ``report.rows`` contains
+    the data. Build it with :func:`shape_report`.
     """
 
     def __init__(self, model_name: str, rows: list[LayerRow]) -> None:

@@ -20,7 +20,7 @@ LAZY_CALL_KEY = "fxlazy_lazy_call"
 
 @dataclass(frozen=True)
 class LazyCallRecord:
-    """What fxlazy inferred for one call of a lazy module.
+    """The facts fxlazy inferred at one call of a lazy module.
 
     Attributes:
         module: qualified name of the module in the model, such as ``decoder.up1``.

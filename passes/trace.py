@@ -109,8 +109,8 @@ def trace_with_lazy_leaves(root: nn.Module, concrete_args: Mapping[str, Any]) ->
     tracer = LazyLeafTracer()
     try:
         with warnings.catch_warnings():
-            # fx warns that it cannot check a specialized value of a type it does not
-            # know; the placeholder it would check is removed below, so nothing is lost.
+            # fx warns when it cannot check a specialized value of an unfamiliar type.
+            # The placeholder it would check is removed below, so nothing is lost.
             warnings.filterwarnings("ignore", message="Was not able to add assertion", category=UserWarning)
             graph = tracer.trace(root, concrete_args=dict(concrete_args) or None)
     except Exception as error:

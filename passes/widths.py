@@ -1,4 +1,4 @@
-"""Where each built-in lazy class of torch.nn reads its input width.
+"""Rules for the input dimension each built-in lazy class of torch.nn reads its width from.
 
 The rules restate what each class's ``initialize_parameters`` does in torch 2.13, so
 fxlazy can check a shared module's width at every call site and write in the report

@@ -325,8 +325,8 @@ def test_eval_mode_model_stays_eval():
 
 
 def test_decoder_beyond_memory():
-    # The activations of an eager forward add up to more than 32 GiB (8 GiB for each
-    # 4096 x 4096 map at batch 16); fxlazy allocates only the parameters.
+    # The activations of an eager forward add up to more than 32 GiB, because each
+    # 4096 x 4096 map at batch 16 takes 8 GiB. fxlazy allocates only the parameters.
     model = UpsamplingDecoder(size=4096, channels=64)
     x = model.example_input(batch=16)
     static = fxlazy.materialize(model, x)
