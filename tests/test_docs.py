@@ -1,0 +1,24 @@
+"""The examples in public docstrings run and print what they show."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import fxlazy
+from fxlazy import _materialize, report
+
+MODULES = {"materialize": _materialize, "report": report}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_docstring_examples_run(name):
+    result = doctest.testmod(MODULES[name], optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+def test_public_functions_documented():
+    for name in fxlazy.__all__:
+        assert getattr(fxlazy, name).__doc__, name
