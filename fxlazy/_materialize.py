@@ -17,7 +17,7 @@ from .errors import ModelCopyError, UnsupportedLazyModuleError, UnusedLazyModule
 from .passes.assemble import assemble_graph_module
 from .passes.initialize import initialize_lazy_modules
 from .passes.propagate import LazyShapeProp
-from .passes.trace import trace_with_lazy_leaves
+from .passes.trace import stack_traces_by_node, trace_with_lazy_leaves
 from .passes.twins import copy_with_fresh_lazy_tensors
 from .passes.widths import is_pending_lazy, lazy_tensor_device
 
@@ -86,7 +86,7 @@ def materialize(
 
     # Phase 1: everything that can fail runs before any module is changed.
     traced = trace_with_lazy_leaves(root, inputs.specialized)
-    propagation = LazyShapeProp(root, traced.graph)
+    propagation = LazyShapeProp(root, traced.graph, lambda: stack_traces_by_node(root, inputs.specialized))
     propagation.propagate(*inputs.tensors.values())
     _reject_unused_lazy_modules(root, {spec.module for spec, _ in propagation.first_calls})
 
@@ -113,6 +113,12 @@ def _private_copy(model: nn.Module) -> nn.Module:
 
 
 def _reject_unsupported_lazy_tensors(model: nn.Module) -> None:
+    if is_pending_lazy(model):
+        raise UnsupportedLazyModuleError(
+            f"The model itself is a lazy module ({type(model).__name__}), so the traced graph has "
+            "no call of it to infer its width from. Wrap it in a container, for example "
+            "nn.Sequential(model), and materialize that."
+        )
     for name, module in model.named_modules():
         if isinstance(module, LazyModuleMixin):
             continue

@@ -13,7 +13,7 @@ of a lazy module. ``first_calls`` lists each lazy module's first call in executi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,10 +83,19 @@ class LazyShapeProp(torch.fx.Interpreter):
     Args:
         root: the module the graph was traced from. It is read, never changed.
         graph: the traced graph, whose nodes receive the meta records.
+        stack_traces: returns each node's stack trace by node name. Error messages
+            call it, at most once, to name the user's source line of a node traced
+            without stack recording.
     """
 
-    def __init__(self, root: nn.Module, graph: torch.fx.Graph) -> None:
+    def __init__(
+        self,
+        root: nn.Module,
+        graph: torch.fx.Graph,
+        stack_traces: Callable[[], Mapping[str, str | None]] | None = None,
+    ) -> None:
         super().__init__(root, garbage_collect_values=True, graph=graph)
+        self._stack_traces = stack_traces
         # Errors raised here already name the node and the user's source line.
         self.extra_traceback = False
         self._running_node: torch.fx.Node | None = None
@@ -111,12 +120,20 @@ class LazyShapeProp(torch.fx.Interpreter):
             raise
         except Exception as error:
             args, kwargs = self.fetch_args_kwargs_from_env(n)
+            if "meta" in str(error):
+                remedy = (
+                    "fxlazy runs the model on meta tensors, which have shapes but no values, so "
+                    "code that reads tensor values (.item(), .tolist(), data-dependent indexing) "
+                    "cannot run. Compute such values from shapes, or move them out of forward."
+                )
+            else:
+                remedy = (
+                    "An eager forward with inputs of these shapes fails the same way. Check that "
+                    "the example has the shapes and dtypes the model expects."
+                )
             raise ShapePropagationError(
-                f"Shape propagation failed at {describe_node(n)} with input shapes "
-                f"({_shapes_of((args, kwargs))}): {type(error).__name__}: {error}. "
-                "fxlazy runs the model on meta tensors, which have shapes but no values; "
-                "code that reads tensor values (.item(), .tolist(), data-dependent indexing) "
-                "cannot run there."
+                f"Shape propagation failed at {self._describe(n)} with input shapes "
+                f"{_shapes_of((args, kwargs))}: {type(error).__name__}: {error}\n{remedy}"
             ) from error
 
         found_tensor = False
@@ -144,6 +161,15 @@ class LazyShapeProp(torch.fx.Interpreter):
                 "module's first call, or pass its shape explicitly."
             )
         return to_meta(value)
+
+    def _describe(self, node: torch.fx.Node) -> str:
+        """Describe ``node`` for an error message, with its user source line where known."""
+        if node.stack_trace is None and self._stack_traces is not None:
+            traces = self._stack_traces()
+            self._stack_traces = None
+            for candidate in self.graph.nodes:
+                candidate.stack_trace = candidate.stack_trace or traces.get(candidate.name)
+        return describe_node(node)
 
     def call_function(self, target: Target, args: tuple[Argument, ...], kwargs: dict[str, Any]) -> Any:
         result = function_output(target, args, kwargs)
@@ -203,8 +229,8 @@ class LazyShapeProp(torch.fx.Interpreter):
             raise SharedLazyModuleError(
                 f"Lazy module '{target}' ({state.record.lazy_class}) is called at two places with "
                 f"inputs it cannot both accept. A lazy module fixes its shapes at the first call.\n"
-                f"  first call:  {describe_node(state.first_node)}, input shapes ({state.first_shapes})\n"
-                f"  later call:  {describe_node(node)}, input shapes ({_shapes_of((args, kwargs))})\n"
+                f"  first call:  input shapes {state.first_shapes} at {self._describe(state.first_node)}\n"
+                f"  later call:  input shapes {_shapes_of((args, kwargs))} at {self._describe(node)}\n"
                 f"It failed with: {type(error).__name__}: {error}\n"
                 "Use one lazy module per input shape, or make both calls receive the same width."
             ) from error
@@ -251,7 +277,7 @@ class LazyShapeProp(torch.fx.Interpreter):
         if declared != first_input.dtype:
             raise LazyDtypeMismatchError(
                 f"Lazy module '{target}' ({type(module).__name__}) was built with dtype={declared}, "
-                f"but its input at {describe_node(node)} has dtype {first_input.dtype}. "
+                f"but its input at {self._describe(node)} has dtype {first_input.dtype}. "
                 f"Cast the example with .to({declared}), or build the module with dtype={first_input.dtype}."
             )
 
@@ -264,9 +290,9 @@ class LazyShapeProp(torch.fx.Interpreter):
         raise SharedLazyModuleError(
             f"Lazy module '{target}' ({state.record.lazy_class}) is called at two places with "
             f"different widths, but a lazy module fixes {argument} at its first call.\n"
-            f"  first call:  {describe_node(state.first_node)}, {argument}={state.width} "
-            f"(input shapes {state.first_shapes})\n"
-            f"  later call:  {describe_node(node)}, {argument}={width} "
-            f"(input shapes {_shapes_of((args, kwargs))})\n"
+            f"  first call:  {argument}={state.width} from input shapes {state.first_shapes} "
+            f"at {self._describe(state.first_node)}\n"
+            f"  later call:  {argument}={width} from input shapes {_shapes_of((args, kwargs))} "
+            f"at {self._describe(node)}\n"
             "Use one lazy module per width, or make both calls receive the same width."
         )

@@ -22,7 +22,10 @@ _INTERNAL_DIRS = tuple(
 ) + (os.path.dirname(os.path.abspath(__file__)) + os.sep,)
 
 # One frame of a formatted stack, as `traceback.StackSummary.format` writes it.
-_FRAME_PATTERN = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)\n +(?P<code>[^\n]*)')
+# The code line is missing for code without a source file, such as ``python -c``.
+_FRAME_PATTERN = re.compile(
+    r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)(?:\n {3,}(?P<code>[^\n]*))?'
+)
 
 
 def _is_user_file(filename: str) -> bool:
@@ -30,8 +33,8 @@ def _is_user_file(filename: str) -> bool:
 
 
 def _describe(filename: str, line: int | str, function: str, code: str | None) -> str:
-    location = f"{filename}:{line}, in {function}"
-    return f"{location}: {code.strip()}" if code else location
+    location = f"{filename}:{line} in {function}"
+    return f"{location} (`{code.strip()}`)" if code else location
 
 
 def user_frame_of_traceback(tb: TracebackType | None) -> str | None:
@@ -66,4 +69,4 @@ def describe_node(node: torch.fx.Node) -> str:
     target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", repr(node.target))
     text = f"node '{node.name}' ({node.op} {target})"
     source = user_frame_of_node(node)
-    return f"{text} at {source}" if source else text
+    return f"{text}, {source}" if source else text

@@ -24,19 +24,21 @@ from fxlazy.errors import UntraceableModelError
 
 from .source import user_frame_of_traceback
 
-__all__ = ["LazyLeafTracer", "TraceResult", "trace_with_lazy_leaves"]
+__all__ = ["LazyLeafTracer", "TraceResult", "trace_with_lazy_leaves", "stack_traces_by_node"]
 
 
 class LazyLeafTracer(torch.fx.Tracer):
     """An fx Tracer whose leaves are torch.nn's modules and every lazy module.
 
-    It records the user's stack on each node and collects the qualified names of the
-    modules it traced through (the root is one of them, as ``""``).
+    It collects the qualified names of the modules it traced through (the root is one
+    of them, as ``""``). With ``record_stack_traces`` it also stores the user's stack on
+    each node, which costs about as much as the rest of tracing, so materialize records
+    stacks only when it reports an error.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, record_stack_traces: bool = False) -> None:
         super().__init__()
-        self.record_stack_traces = True
+        self.record_stack_traces = record_stack_traces
         self.traced_through: set[str] = {""}
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
@@ -98,7 +100,9 @@ def _drop_input_and_output_annotations(graph: torch.fx.Graph) -> None:
             node.type = None
 
 
-def trace_with_lazy_leaves(root: nn.Module, concrete_args: Mapping[str, Any]) -> TraceResult:
+def trace_with_lazy_leaves(
+    root: nn.Module, concrete_args: Mapping[str, Any], record_stack_traces: bool = False
+) -> TraceResult:
     """Trace ``root.forward``, specializing the arguments in ``concrete_args``.
 
     Every other argument of ``forward`` becomes a tensor input of the graph.
@@ -106,7 +110,7 @@ def trace_with_lazy_leaves(root: nn.Module, concrete_args: Mapping[str, Any]) ->
     Raises:
         UntraceableModelError: torch.fx failed; the message names the user's source line.
     """
-    tracer = LazyLeafTracer()
+    tracer = LazyLeafTracer(record_stack_traces)
     try:
         with warnings.catch_warnings():
             # fx warns when it cannot check a specialized value of an unfamiliar type.
@@ -129,3 +133,12 @@ def trace_with_lazy_leaves(root: nn.Module, concrete_args: Mapping[str, Any]) ->
     _remove_specialized_placeholders(graph, tensor_inputs)
     _drop_input_and_output_annotations(graph)
     return TraceResult(graph, frozenset(tracer.traced_through))
+
+
+def stack_traces_by_node(root: nn.Module, concrete_args: Mapping[str, Any]) -> dict[str, str | None]:
+    """Trace ``root`` again with stack recording and return each node's stack trace by node name.
+
+    Tracing is deterministic, so the node names equal those of the first trace.
+    """
+    graph = trace_with_lazy_leaves(root, concrete_args, record_stack_traces=True).graph
+    return {node.name: node.stack_trace for node in graph.nodes}
