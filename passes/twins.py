@@ -10,6 +10,7 @@ memo that maps every tensor to its replacement in advance.
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from typing import TypeVar
 
 import torch
@@ -36,6 +37,20 @@ def to_meta(tensor: torch.Tensor) -> torch.Tensor:
     return meta.requires_grad_(tensor.requires_grad)
 
 
+def _empty_containers_memo(module: nn.Module) -> dict[int, object]:
+    """Map every empty dict, OrderedDict and set in the modules' attributes to a new empty one.
+
+    A module carries about a dozen hook dicts, mostly empty. Handing deepcopy their
+    copies in advance gives the same result and skips most of its per-object work.
+    """
+    memo: dict[int, object] = {}
+    for submodule in module.modules():
+        for value in vars(submodule).values():
+            if type(value) in (dict, OrderedDict, set) and not value:
+                memo[id(value)] = type(value)()
+    return memo
+
+
 def _module_tensors(module: nn.Module) -> list[torch.Tensor]:
     tensors: list[torch.Tensor] = []
     for submodule in module.modules():
@@ -50,7 +65,7 @@ def meta_twin(module: ModuleT) -> ModuleT:
     Uninitialized parameters stay uninitialized, on meta, so the twin can run its own
     ``initialize_parameters`` without allocating memory or drawing random numbers.
     """
-    memo: dict[int, object] = {}
+    memo = _empty_containers_memo(module)
     for tensor in _module_tensors(module):
         if id(tensor) in memo:
             continue
@@ -66,7 +81,7 @@ def copy_with_fresh_lazy_tensors(module: ModuleT) -> ModuleT:
 
     Initialized tensors are copied with their values, so non-lazy layers keep them exactly.
     """
-    memo: dict[int, object] = {}
+    memo = _empty_containers_memo(module)
     for tensor in _module_tensors(module):
         if isinstance(tensor, UninitializedTensorMixin) and id(tensor) not in memo:
             memo[id(tensor)] = _fresh_uninitialized(tensor)
