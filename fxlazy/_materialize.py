@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -105,11 +106,29 @@ def _private_copy(model: nn.Module) -> nn.Module:
     try:
         return copy_with_fresh_lazy_tensors(model)
     except Exception as error:
+        culprit = _find_uncopyable_attribute(model)
+        where = f" The attribute {culprit} cannot be copied." if culprit else ""
         raise ModelCopyError(
             f"Cannot deep-copy {type(model).__name__} to materialize it without changing it: "
-            f"{type(error).__name__}: {error}. Make the model deep-copyable, or pass inplace=True "
-            "to materialize the model's own modules."
+            f"{type(error).__name__}: {error}.{where} Make the model deep-copyable (for example "
+            "with __deepcopy__ on the class that owns the attribute), or pass inplace=True to "
+            "materialize the model's own modules."
         ) from error
+
+
+def _find_uncopyable_attribute(model: nn.Module) -> str | None:
+    """Name the first plain module attribute that deepcopy rejects, with its module."""
+    skipped = {"_modules", "_parameters", "_buffers"}
+    for name, module in model.named_modules():
+        for attribute, value in vars(module).items():
+            if attribute in skipped:
+                continue
+            try:
+                copy.deepcopy(value)
+            except Exception:
+                owner = f"module '{name}'" if name else "the root module"
+                return f"'{attribute}' of {owner} ({type(module).__name__})"
+    return None
 
 
 def _reject_unsupported_lazy_tensors(model: nn.Module) -> None:

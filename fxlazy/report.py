@@ -16,7 +16,7 @@ from tabulate import tabulate
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.utils._pytree import tree_flatten
 
-from .passes.records import LAZY_CALL_KEY, TENSOR_META_KEY, LazyCallRecord
+from .passes.records import LAZY_CALL_KEY, MODEL_NAME_KEY, TENSOR_META_KEY, LazyCallRecord
 
 __all__ = ["LayerRow", "ShapeReport", "shape_report"]
 
@@ -190,4 +190,4 @@ def shape_report(gm: torch.fx.GraphModule) -> ShapeReport:
             calls=call_counts[name],
             parameters=sum(p.numel() for p in module.parameters()),
         ))
-    return ShapeReport(type(gm).__name__, rows)
+    return ShapeReport(gm.meta.get(MODEL_NAME_KEY, type(gm).__name__), rows)

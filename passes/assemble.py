@@ -16,6 +16,8 @@ import torch
 import torch.fx
 from torch import nn
 
+from .records import MODEL_NAME_KEY
+
 __all__ = ["assemble_graph_module"]
 
 
@@ -72,4 +74,5 @@ def assemble_graph_module(
         for name, child in root._modules.items()
     }
     _copy_plain_attributes(gm, root)
+    gm.meta[MODEL_NAME_KEY] = class_name
     return gm

@@ -154,13 +154,21 @@ class LazyShapeProp(torch.fx.Interpreter):
         value = super().get_attr(target, args, kwargs)
         if not isinstance(value, torch.Tensor):
             return value
-        if is_lazy(value):
+        if not is_lazy(value):
+            return to_meta(value)
+
+        # A lazy module's own tensor, read directly by the graph. After the module's first
+        # call its meta twin has the tensor's shape; before it, nothing does yet.
+        owner_path, _, attribute = str(target).rpartition(".")
+        state = self._lazy.get(owner_path)
+        if state is None:
             raise ShapePropagationError(
-                f"Graph reads the uninitialized tensor '{target}' directly, outside its lazy "
-                "module's forward, so its shape is not known yet. Read it only after the "
-                "module's first call, or pass its shape explicitly."
+                f"Graph reads the uninitialized tensor '{target}' at {self._describe(self._running_node)}, "
+                f"before the lazy module '{owner_path}' is first called, so its shape is not known "
+                "yet. Call the module before reading its parameters, or compute the value from "
+                "the module's input instead."
             )
-        return to_meta(value)
+        return getattr(self._twin_of(state, self.fetch_attr(owner_path)), attribute)
 
     def _describe(self, node: torch.fx.Node) -> str:
         """Describe ``node`` for an error message, with its user source line where known."""
@@ -270,9 +278,15 @@ class LazyShapeProp(torch.fx.Interpreter):
 
     def _check_dtype(self, target: str, module: nn.Module, node: torch.fx.Node, first_input: torch.Tensor | None) -> None:
         declared = lazy_tensor_dtype(module)
-        if declared is None or first_input is None:
+        rule = width_rule_for(module)
+        # A user's own lazy class decides in its forward which dtypes it accepts.
+        if declared is None or first_input is None or rule is None:
             return
         if not (declared.is_floating_point and first_input.dtype.is_floating_point):
+            return
+        # Norms compute in float32 for float16 and bfloat16 input, so eager accepts that mix.
+        low_precision = (torch.float16, torch.bfloat16)
+        if rule.inferred_argument == "num_features" and declared == torch.float32 and first_input.dtype in low_precision:
             return
         if declared != first_input.dtype:
             raise LazyDtypeMismatchError(

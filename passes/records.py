@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["TENSOR_META_KEY", "LAZY_CALL_KEY", "LazyCallRecord", "CallSpec", "TensorSpec"]
+__all__ = ["TENSOR_META_KEY", "LAZY_CALL_KEY", "MODEL_NAME_KEY", "LazyCallRecord", "CallSpec", "TensorSpec"]
 
 # The key torch.fx's ShapeProp writes; graph drawers and other fx tools read it.
 TENSOR_META_KEY = "tensor_meta"
 # The key of a LazyCallRecord on each call_module node of a materialized lazy module.
 LAZY_CALL_KEY = "fxlazy_lazy_call"
+# The key in ``gm.meta`` of the model's class name, which a deep copy of the GraphModule
+# does not keep as its class name.
+MODEL_NAME_KEY = "fxlazy_model_name"
 
 
 @dataclass(frozen=True)

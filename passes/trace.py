@@ -18,7 +18,10 @@ from typing import Any, Callable
 import torch
 import torch.fx
 from torch import nn
+from torch.fx.graph import CodeGen, _PyTreeCodeGen
+from torch.fx.proxy import TraceError
 from torch.nn.modules.lazy import LazyModuleMixin
+from torch.utils import _pytree as pytree
 
 from fxlazy.errors import UntraceableModelError
 
@@ -88,6 +91,24 @@ def _remove_specialized_placeholders(graph: torch.fx.Graph, tensor_inputs: Set[s
         graph.erase_node(node)
 
 
+def _use_plain_codegen(graph: torch.fx.Graph) -> None:
+    """Replace the pytree code generation fx picks when a concrete argument is a container.
+
+    With a tuple, list or dict among the concrete arguments, fx flattens all inputs and
+    outputs and generates a forward that takes every original argument again. Once the
+    specialized placeholders are gone, the graph takes only tensors, so the output is
+    rebuilt in its original structure and the plain code generation is used.
+    """
+    codegen = graph._codegen
+    if not isinstance(codegen, _PyTreeCodeGen):
+        return
+    out_spec = codegen.pytree_info.out_spec
+    if out_spec is not None:
+        output = next(node for node in graph.nodes if node.op == "output")
+        output.args = (pytree.tree_unflatten(list(output.args[0]), out_spec),)
+    graph._codegen = CodeGen()
+
+
 def _drop_input_and_output_annotations(graph: torch.fx.Graph) -> None:
     """Clear the type annotations fx copied from the user's forward signature.
 
@@ -120,17 +141,28 @@ def trace_with_lazy_leaves(
     except Exception as error:
         location = user_frame_of_traceback(error.__traceback__)
         where = f"\n  at {location}" if location else ""
+        if isinstance(error, TraceError):
+            remedy = (
+                "Python control flow that depends on tensor shapes or values (if, while, assert, "
+                "len() on a tensor) cannot be traced. Rewrite the branch with tensor operations "
+                "such as torch.where, or decide it with a plain Python flag set when the model is built."
+            )
+        else:
+            remedy = (
+                "torch.fx passes Proxy objects in place of tensors, so code that needs concrete "
+                "values (int() or float() of a tensor, .item(), .tolist(), NumPy conversion) "
+                "cannot be traced. Compute the value with tensor operations, or move that code "
+                "out of forward."
+            )
         raise UntraceableModelError(
-            f"torch.fx cannot trace {type(root).__name__}.forward: {type(error).__name__}: {error}{where}\n"
-            "Python control flow that depends on tensor shapes or values (if, while, assert, "
-            "len() on a tensor) cannot be traced. Rewrite the branch with tensor operations "
-            "such as torch.where, or decide it with a plain Python flag set when the model is built."
+            f"torch.fx cannot trace {type(root).__name__}.forward: {type(error).__name__}: {error}{where}\n{remedy}"
         ) from error
 
     tensor_inputs = {
         name for name in inspect.signature(root.forward).parameters if name not in concrete_args
     }
     _remove_specialized_placeholders(graph, tensor_inputs)
+    _use_plain_codegen(graph)
     _drop_input_and_output_annotations(graph)
     return TraceResult(graph, frozenset(tracer.traced_through))
 

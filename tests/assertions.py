@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -59,3 +62,56 @@ def assert_model_unchanged(model: nn.Module, before: dict[str, Any]) -> None:
     assert after["values"].keys() == before["values"].keys()
     for name, value in before["values"].items():
         assert torch.equal(after["values"][name], value), name
+
+
+def source_line_of(function: Any, text: str) -> int:
+    """Return the file line number of the first line of ``function``'s source that contains ``text``."""
+    lines, first_line = inspect.getsourcelines(function)
+    for offset, line in enumerate(lines):
+        if text in line:
+            return first_line + offset
+    raise ValueError(f"{text!r} not found in the source of {function.__qualname__}")
+
+
+@dataclass(frozen=True)
+class ParsedReport:
+    """A shape report table read back from its printed "simple" tabulate text."""
+
+    headers: list[str]
+    rows: list[dict[str, str]]
+    total_layers: int
+    total_parameters: int
+
+
+# The line ShapeReport.to_string prints under the table.
+_TOTALS_PATTERN = re.compile(r"^\S+: (?P<layers>\d+) lazy layers? materialized, (?P<parameters>[\d,]+) parameters in them\.$")
+
+
+def parse_report_table(text: str) -> ParsedReport:
+    """Read the rows and the totals line of a shape report printed in tabulate's "simple" format.
+
+    Column bounds come from the dashed rule under the header line. Text before the header
+    (such as the first line ``python -m fxlazy`` prints) is skipped.
+    """
+    lines = text.splitlines()
+    rule_index = next(i for i, line in enumerate(lines) if line.strip() and set(line) <= {"-", " "})
+    rule = lines[rule_index]
+    spans = [match.start() for match in re.finditer(r"-+", rule)]
+    bounds = list(zip(spans, [*spans[1:], None]))
+
+    def cells(line: str) -> list[str]:
+        return [line[start:end].strip() for start, end in bounds]
+
+    headers = cells(lines[rule_index - 1])
+    rows: list[dict[str, str]] = []
+    for line in lines[rule_index + 1:]:
+        totals = _TOTALS_PATTERN.match(line)
+        if totals:
+            return ParsedReport(
+                headers,
+                rows,
+                int(totals["layers"]),
+                int(totals["parameters"].replace(",", "")),
+            )
+        rows.append(dict(zip(headers, cells(line))))
+    raise ValueError(f"no totals line after the table in:\n{text}")
