@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -14,12 +13,11 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedTensorMixin
 
 from ._inputs import bind_example
-from .errors import ModelCopyError, UnsupportedLazyModuleError, UnusedLazyModuleError
+from .errors import UnsupportedLazyModuleError, UnusedLazyModuleError
 from .passes.assemble import assemble_graph_module
 from .passes.initialize import initialize_lazy_modules
 from .passes.propagate import LazyShapeProp
 from .passes.trace import stack_traces_by_node, trace_with_lazy_leaves
-from .passes.twins import copy_with_fresh_lazy_tensors
 from .passes.widths import is_pending_lazy, lazy_tensor_device
 
 __all__ = ["materialize"]
@@ -62,7 +60,7 @@ def materialize(
 
     Raises:
         ExampleInputError: the example does not fit ``model.forward``.
-        ModelCopyError: the model cannot be deep-copied (pass ``inplace=True``).
+        ModelCopyError: a module the result needs cannot be copied (pass ``inplace=True``).
         UntraceableModelError: torch.fx cannot trace the model's forward.
         ShapePropagationError: a graph node fails on meta tensors.
         LazyDtypeMismatchError: a lazy module's dtype differs from its input's dtype.
@@ -83,52 +81,25 @@ def materialize(
     """
     inputs = bind_example(model, example, example_kwargs)
     _reject_unsupported_lazy_tensors(model)
-    root = model if inplace else _private_copy(model)
 
-    # Phase 1: everything that can fail runs before any module is changed.
-    traced = trace_with_lazy_leaves(root, inputs.specialized)
-    propagation = LazyShapeProp(root, traced.graph, lambda: stack_traces_by_node(root, inputs.specialized))
+    # Phase 1: everything that can fail runs before anything is copied or changed.
+    # Tracing and propagation only read the model; lazy modules run as meta twins.
+    traced = trace_with_lazy_leaves(model, inputs.specialized)
+    propagation = LazyShapeProp(model, traced.graph, lambda: stack_traces_by_node(model, inputs.specialized))
     propagation.propagate(*inputs.tensors.values())
-    _reject_unused_lazy_modules(root, {spec.module for spec, _ in propagation.first_calls})
+    _reject_unused_lazy_modules(model, {spec.module for spec, _ in propagation.first_calls})
 
-    # Phase 2: allocate and initialize the real parameters.
+    # Phase 2: build the GraphModule over copies of the leaves (or the model's own leaves
+    # in place), then allocate and initialize the lazy modules' parameters.
     # NOTE: with inplace=True, a user's initialize_parameters that works on meta tensors
     # but fails on real ones leaves the modules before it initialized.
-    with _random_state(seed, _lazy_devices(root)):
-        initialize_lazy_modules(root, propagation.first_calls)
-
-    gm = assemble_graph_module(root, traced.graph, traced.traced_through, type(model).__name__)
+    gm = assemble_graph_module(
+        model, traced.graph, traced.traced_through, type(model).__name__, copy_modules=not inplace
+    )
+    with _random_state(seed, _lazy_devices(model)):
+        initialize_lazy_modules(gm, propagation.first_calls)
     gm.graph.lint()
     return gm
-
-
-def _private_copy(model: nn.Module) -> nn.Module:
-    try:
-        return copy_with_fresh_lazy_tensors(model)
-    except Exception as error:
-        culprit = _find_uncopyable_attribute(model)
-        where = f" The attribute {culprit} cannot be copied." if culprit else ""
-        raise ModelCopyError(
-            f"Cannot deep-copy {type(model).__name__} to materialize it without changing it: "
-            f"{type(error).__name__}: {error}.{where} Make the model deep-copyable (for example "
-            "with __deepcopy__ on the class that owns the attribute), or pass inplace=True to "
-            "materialize the model's own modules."
-        ) from error
-
-
-def _find_uncopyable_attribute(model: nn.Module) -> str | None:
-    """Name the first plain module attribute that deepcopy rejects, with its module."""
-    skipped = {"_modules", "_parameters", "_buffers"}
-    for name, module in model.named_modules():
-        for attribute, value in vars(module).items():
-            if attribute in skipped:
-                continue
-            try:
-                copy.deepcopy(value)
-            except Exception:
-                owner = f"module '{name}'" if name else "the root module"
-                return f"'{attribute}' of {owner} ({type(module).__name__})"
-    return None
 
 
 def _reject_unsupported_lazy_tensors(model: nn.Module) -> None:

@@ -4,75 +4,108 @@
 references, in graph order. A module that forward never calls, or a parameter owned by
 a container, would be dropped, and the state_dict keys would come in another order
 than the model's. Here every module the tracer inlined becomes a plain ``nn.Module``
-holding the same parameters, buffers and children in the same order, and every other
-module (the leaves, and modules forward never calls) is kept as the object it is.
+with the same parameters, buffers and children in the same order. Every other module
+(the leaves, and modules forward never calls) is copied, or, for an in-place
+materialization, kept as the object it is.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Set
 
 import torch
 import torch.fx
 from torch import nn
 
+from .clone import TensorCopies, clone_module, clone_tensor
 from .records import MODEL_NAME_KEY
 
 __all__ = ["assemble_graph_module"]
 
 
-def _copy_state_into(shell: nn.Module, module: nn.Module) -> None:
-    shell.training = module.training
-    shell._parameters = dict(module._parameters)
-    shell._buffers = dict(module._buffers)
-    shell._non_persistent_buffers_set = set(module._non_persistent_buffers_set)
+class _TreeBuilder:
+    """Mirror a module tree, turning inlined containers into plain modules."""
+
+    def __init__(self, traced_through: Set[str], copy_modules: bool) -> None:
+        self.traced_through = traced_through
+        self.copy_modules = copy_modules
+        self.copies: TensorCopies = {}
+        # Maps id() of an original module to its mirror, so a module registered under
+        # two names stays one object.
+        self.mirrors: dict[int, nn.Module] = {}
+
+    def copy_state_into(self, shell: nn.Module, module: nn.Module) -> None:
+        def own(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            if tensor is None or not self.copy_modules:
+                return tensor
+            return clone_tensor(tensor, self.copies)
+
+        shell.training = module.training
+        shell._parameters = {k: own(v) for k, v in module._parameters.items()}
+        shell._buffers = {k: own(v) for k, v in module._buffers.items()}
+        shell._non_persistent_buffers_set = set(module._non_persistent_buffers_set)
+
+    def mirror_children(self, shell: nn.Module, module: nn.Module, name: str) -> None:
+        for child_name, child in module._modules.items():
+            child_path = f"{name}.{child_name}" if name else child_name
+            shell._modules[child_name] = None if child is None else self.mirror(child, child_path)
+
+    def mirror(self, module: nn.Module, name: str) -> nn.Module:
+        if id(module) in self.mirrors:
+            return self.mirrors[id(module)]
+        if name not in self.traced_through:
+            result = clone_module(module, self.copies, name) if self.copy_modules else module
+            self.mirrors[id(module)] = result
+            return result
+
+        shell = nn.Module()
+        self.mirrors[id(module)] = shell
+        self.copy_state_into(shell, module)
+        self.mirror_children(shell, module, name)
+        return shell
 
 
-def _mirror(module: nn.Module, name: str, traced_through: Set[str], memo: dict[int, nn.Module]) -> nn.Module:
-    if id(module) in memo:
-        return memo[id(module)]
-    if name not in traced_through:
-        memo[id(module)] = module
-        return module
-
-    shell = nn.Module()
-    memo[id(module)] = shell
-    _copy_state_into(shell, module)
-    for child_name, child in module._modules.items():
-        child_path = f"{name}.{child_name}" if name else child_name
-        shell._modules[child_name] = None if child is None else _mirror(child, child_path, traced_through, memo)
-    return shell
-
-
-def _copy_plain_attributes(gm: torch.fx.GraphModule, root: nn.Module) -> None:
+def _copy_plain_attributes(gm: torch.fx.GraphModule, root: nn.Module, copy_modules: bool) -> None:
     """Copy attributes read by get_attr nodes that are neither parameters, buffers nor modules."""
     for node in gm.graph.nodes:
         if node.op != "get_attr":
             continue
         owner_path, _, attribute = node.target.rpartition(".")
-        owner = gm.get_submodule(owner_path)
-        if not hasattr(owner, attribute):
-            setattr(owner, attribute, getattr(root.get_submodule(owner_path), attribute))
+        original_owner = root.get_submodule(owner_path)
+        if attribute in original_owner._parameters or attribute in original_owner._buffers:
+            continue
+        if attribute in original_owner._modules:
+            continue
+        value = getattr(original_owner, attribute)
+        setattr(gm.get_submodule(owner_path), attribute, copy.deepcopy(value) if copy_modules else value)
 
 
 def assemble_graph_module(
-    root: nn.Module, graph: torch.fx.Graph, traced_through: Set[str], class_name: str
+    root: nn.Module,
+    graph: torch.fx.Graph,
+    traced_through: Set[str],
+    class_name: str,
+    copy_modules: bool = True,
 ) -> torch.fx.GraphModule:
     """Return a GraphModule running ``graph`` over the full module tree of ``root``.
 
     Args:
-        root: the traced module; its leaves and parameters are shared, not copied.
+        root: the traced module.
         graph: the graph traced from ``root``.
         traced_through: qualified names of the modules whose forward the graph inlines.
         class_name: the class name the GraphModule reports, usually the model's.
+        copy_modules: copy every leaf, parameter and buffer, so the GraphModule shares
+            nothing with ``root``. When false, the GraphModule shares them.
     """
+    # GraphModule.__init__ reads the graph's targets from the root. An empty root with
+    # a graph is not accepted, so it is built over ``root`` and its tree replaced below.
     gm = torch.fx.GraphModule(root, graph, class_name)
-    memo: dict[int, nn.Module] = {id(root): gm}
-    _copy_state_into(gm, root)
-    gm._modules = {
-        name: None if child is None else _mirror(child, name, traced_through, memo)
-        for name, child in root._modules.items()
-    }
-    _copy_plain_attributes(gm, root)
+    builder = _TreeBuilder(traced_through, copy_modules)
+    builder.mirrors[id(root)] = gm
+    builder.copy_state_into(gm, root)
+    gm._modules = {}
+    builder.mirror_children(gm, root, "")
+    _copy_plain_attributes(gm, root, copy_modules)
     gm.meta[MODEL_NAME_KEY] = class_name
     return gm

@@ -71,11 +71,12 @@ def initialize_lazy_module(
             "UninitializedParameter and UninitializedBuffer it owns."
         )
 
-    # The same clean-up LazyModuleMixin's forward pre-hook does after initializing.
-    module._initialize_hook.remove()
-    module._load_hook.remove()
-    del module._initialize_hook
-    del module._load_hook
+    # The same clean-up LazyModuleMixin's forward pre-hook does after initializing. A
+    # shallow copy made by passes/clone.py has no lazy hooks left to remove.
+    for handle_name in ("_initialize_hook", "_load_hook"):
+        handle = module.__dict__.pop(handle_name, None)
+        if handle is not None:
+            handle.remove()
     if module.cls_to_become is not None:
         module.__class__ = module.cls_to_become
 

@@ -27,11 +27,13 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from fxlazy.errors import (
     FxLazyError,
+    ModelCopyError,
     LazyDtypeMismatchError,
     ShapePropagationError,
     SharedLazyModuleError,
 )
 
+from .clone import find_uncopyable_attribute
 from .initialize import initialize_lazy_module, real_inputs_for
 from .shape_formulas import function_output, module_output
 from .records import LAZY_CALL_KEY, TENSOR_META_KEY, CallSpec, LazyCallRecord, TensorSpec
@@ -75,6 +77,20 @@ def _tensor_spec(value: Any) -> Any:
 
 def _int_attributes(module: nn.Module) -> dict[str, int]:
     return {k: v for k, v in vars(module).items() if type(v) is int and not k.startswith("_")}
+
+
+def _meta_twin_or_raise(name: str, module: nn.Module) -> nn.Module:
+    """Return the module's meta twin in eval mode; raise ModelCopyError if it cannot be copied."""
+    try:
+        return meta_twin(module).eval()
+    except Exception as error:
+        culprit = find_uncopyable_attribute(module)
+        where = f" The attribute {culprit} cannot be copied." if culprit else ""
+        raise ModelCopyError(
+            f"Cannot copy module '{name}' ({type(module).__name__}) to the meta device, where fxlazy "
+            f"runs it to learn its output shape: {type(error).__name__}: {error}.{where} Make the "
+            "module deep-copyable, for example with __deepcopy__ on the class that owns the attribute."
+        ) from error
 
 
 class LazyShapeProp(torch.fx.Interpreter):
@@ -198,7 +214,7 @@ class LazyShapeProp(torch.fx.Interpreter):
             return result
         twin = self._twins.get(target)
         if twin is None:
-            twin = self._twins[target] = meta_twin(module).eval()
+            twin = self._twins[target] = _meta_twin_or_raise(target, module)
         return twin(*args, **kwargs)
 
     def _call_lazy(self, target: str, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Any:
@@ -265,7 +281,7 @@ class LazyShapeProp(torch.fx.Interpreter):
         """Return the module's meta twin, initialized from the first call's arguments."""
         if state.twin is not None:
             return state.twin
-        twin = meta_twin(module).eval()
+        twin = _meta_twin_or_raise(state.record.module, module)
         args, kwargs = real_inputs_for(state.first_call, torch.device("meta"))
         before = _int_attributes(twin)
         initialize_lazy_module(twin, state.record.module, args, kwargs, state.width)

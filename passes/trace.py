@@ -9,9 +9,10 @@ graph's inputs are exactly the example's tensors.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
-from collections.abc import Mapping, Set
+from collections.abc import Iterator, Mapping, Set
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -121,6 +122,32 @@ def _drop_input_and_output_annotations(graph: torch.fx.Graph) -> None:
             node.type = None
 
 
+@contextlib.contextmanager
+def _attributes_restored(root: nn.Module) -> Iterator[None]:
+    """Undo attribute assignments that forward makes on the model's modules while traced.
+
+    Tracing runs the user's forward on Proxies. A forward that stores something on
+    ``self`` (a cache, a counter) would otherwise leave a Proxy in the user's model.
+    """
+    saved = [
+        (module, dict(module.__dict__), dict(module._parameters), dict(module._buffers), dict(module._modules))
+        for module in root.modules()
+    ]
+    try:
+        yield
+    finally:
+        for module, attributes, parameters, buffers, children in saved:
+            for current, original in (
+                (module.__dict__, attributes),
+                (module._parameters, parameters),
+                (module._buffers, buffers),
+                (module._modules, children),
+            ):
+                if current.keys() != original.keys() or any(current[k] is not v for k, v in original.items()):
+                    current.clear()
+                    current.update(original)
+
+
 def trace_with_lazy_leaves(
     root: nn.Module, concrete_args: Mapping[str, Any], record_stack_traces: bool = False
 ) -> TraceResult:
@@ -137,7 +164,8 @@ def trace_with_lazy_leaves(
             # fx warns when it cannot check a specialized value of an unfamiliar type.
             # The placeholder it would check is removed below, so nothing is lost.
             warnings.filterwarnings("ignore", message="Was not able to add assertion", category=UserWarning)
-            graph = tracer.trace(root, concrete_args=dict(concrete_args) or None)
+            with _attributes_restored(root):
+                graph = tracer.trace(root, concrete_args=dict(concrete_args) or None)
     except Exception as error:
         location = user_frame_of_traceback(error.__traceback__)
         where = f"\n  at {location}" if location else ""

@@ -76,12 +76,14 @@ def meta_twin(module: ModuleT) -> ModuleT:
     return copy.deepcopy(module, memo)
 
 
-def copy_with_fresh_lazy_tensors(module: ModuleT) -> ModuleT:
+def copy_with_fresh_lazy_tensors(module: ModuleT, known: dict[int, object] | None = None) -> ModuleT:
     """Deep-copy ``module``; each uninitialized parameter or buffer becomes a new one of the same kind.
 
     Initialized tensors are copied with their values, so non-lazy layers keep them exactly.
+    ``known`` maps id() of objects copied earlier to their copies, which are reused.
     """
     memo = _empty_containers_memo(module)
+    memo.update(known or {})
     for tensor in _module_tensors(module):
         if isinstance(tensor, UninitializedTensorMixin) and id(tensor) not in memo:
             memo[id(tensor)] = _fresh_uninitialized(tensor)

@@ -256,16 +256,42 @@ class LockedInside(nn.Module):
         return self.block(self.stem(x))
 
 
+class LockedLazyAffine(LazyChannelAffine):
+    """A custom lazy layer with a threading.Lock attribute, which copy.deepcopy cannot copy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+
 class LockedModel(nn.Module):
-    """A model with a threading.Lock attribute, which copy.deepcopy cannot copy."""
+    """A model whose leaf ``block.1`` cannot be copied, so it cannot be materialized out of place.
+
+    Its output shape comes from a formula, so propagation needs no copy of it, and an
+    in-place materialization succeeds.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.proj = nn.LazyLinear(3)
-        self.lock = threading.Lock()
+        locked = nn.ReLU()
+        locked.lock = threading.Lock()
+        self.block = nn.Sequential(nn.Tanh(), locked)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
+        return self.block(self.proj(x))
+
+
+class LockedLazyModel(nn.Module):
+    """A model whose custom lazy layer cannot be copied, not even to the meta device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.LazyLinear(3)
+        self.affine = LockedLazyAffine()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.affine(self.proj(x))
 
 
 BuiltCase = tuple[nn.Module, tuple[Any, ...], dict[str, Any]]
@@ -490,11 +516,19 @@ ERROR_CASES = [
         "model-not-deep-copyable",
         lambda: (LockedModel(), (torch.randn(2, 4),), {}),
         fxlazy.ModelCopyError,
-        r"Cannot deep-copy LockedModel .*cannot pickle '_thread\.lock' object",
-        fragments=("pass inplace=True",),
+        r"Cannot copy module 'block\.1' \(ReLU\) .*cannot pickle '_thread\.lock' object",
+        fragments=("pass inplace=True", "'lock' of the module itself (ReLU)"),
         cause=TypeError,
         # With inplace=True nothing is copied, so materialize succeeds.
         fails_before_changes=False,
+    ),
+    ErrorCase(
+        "lazy-layer-not-deep-copyable",
+        lambda: (LockedLazyModel(), (torch.randn(2, 4),), {}),
+        fxlazy.ModelCopyError,
+        r"Cannot copy module 'affine' \(LockedLazyAffine\) to the meta device",
+        fragments=("'lock' of the module itself (LockedLazyAffine)", "__deepcopy__"),
+        cause=TypeError,
     ),
 ]
 
@@ -531,6 +565,7 @@ def test_uncopyable_model_materializes_inplace():
     assert type(model.proj) is nn.Linear
     assert model.proj.in_features == 4
     assert static.get_submodule("proj") is model.proj
+    assert static.get_submodule("block.1") is model.block[1]
 
 
 @pytest.mark.xfail(
@@ -551,10 +586,15 @@ def test_initialize_failure_inplace_keeps_model():
     assert_model_unchanged(model, before)
 
 
-def test_copy_error_names_submodule():
-    with pytest.raises(fxlazy.ModelCopyError, match=r"Cannot deep-copy LockedInside") as raised:
-        fxlazy.materialize(LockedInside(), torch.randn(2, 4))
-    assert "'block'" in str(raised.value)
+def test_uncopyable_container_attribute_not_copied():
+    # Inlined containers become plain modules in the result, so their other attributes,
+    # the lock included, are neither copied nor needed.
+    model = LockedInside()
+    static = fxlazy.materialize(model, torch.randn(2, 4))
+
+    assert type(static.get_submodule("block.proj")) is nn.Linear
+    assert not hasattr(static.get_submodule("block"), "lock")
+    assert type(model.block.proj) is nn.LazyLinear
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])

@@ -195,3 +195,24 @@ def test_stack_traces_by_node_names_match():
     assert list(traces) == [node.name for node in traced.graph.nodes]
     norm_line = source_line_of(TraceNet.forward, "x = self.norm(self.block(x))")
     assert f'File "{__file__}", line {norm_line}, in forward' in traces["norm"]
+
+
+class WritesOnSelf(nn.Module):
+    """A forward that counts its calls and caches its input on the module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.LazyLinear(3)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.last_input = x
+        return self.proj(x)
+
+
+def test_trace_undoes_forward_side_effects():
+    model = WritesOnSelf()
+    fxlazy.materialize(model, torch.randn(2, 4))
+    assert model.calls == 0
+    assert not hasattr(model, "last_input")
