@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_map
+from torch.fx.node import map_aggregate
 
 from fxlazy.errors import LazyInitializationError
 
@@ -100,9 +100,7 @@ def real_inputs_for(spec: CallSpec, device: torch.device) -> tuple[tuple, dict[s
             return zero.expand(value.shape)
         return value
 
-    args = tree_map(build, spec.args, is_leaf=lambda v: isinstance(v, TensorSpec))
-    kwargs = tree_map(build, spec.kwargs, is_leaf=lambda v: isinstance(v, TensorSpec))
-    return args, kwargs
+    return map_aggregate(spec.args, build), dict(map_aggregate(spec.kwargs, build))
 
 
 def initialize_lazy_modules(

@@ -23,7 +23,7 @@ from torch import nn
 from torch.fx.node import Argument, Target, map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from torch.nn.parameter import is_lazy
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_flatten
 
 from fxlazy.errors import (
     FxLazyError,
@@ -65,6 +65,9 @@ def _shapes_of(values: Any) -> str:
 
 
 def _first_tensor(args: tuple, kwargs: Mapping[str, Any]) -> torch.Tensor | None:
+    # Almost every layer takes its input tensor as the first argument.
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0]
     leaves, _ = tree_flatten((args, kwargs))
     return next((v for v in leaves if isinstance(v, torch.Tensor)), None)
 
@@ -230,7 +233,7 @@ class LazyShapeProp(torch.fx.Interpreter):
         state = self._lazy.get(target)
         if state is None:
             self._check_dtype(target, module, node, first_input)
-            spec = CallSpec(target, tree_map(_tensor_spec, args), tree_map(_tensor_spec, kwargs))
+            spec = CallSpec(target, map_aggregate(args, _tensor_spec), map_aggregate(kwargs, _tensor_spec))
             state = _LazyState(self._first_call_record(target, module, args, kwargs), node, spec, _shapes_of((args, kwargs)), width)
             self._lazy[target] = state
             self.first_calls.append((spec, width))
