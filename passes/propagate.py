@@ -21,7 +21,6 @@ import torch
 import torch.fx
 from torch import nn
 from torch.fx.node import Argument, Target, map_aggregate
-from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from torch.nn.parameter import is_lazy
 from torch.utils._pytree import tree_flatten
 
@@ -36,7 +35,7 @@ from fxlazy.errors import (
 from .clone import find_uncopyable_attribute
 from .initialize import initialize_lazy_module, real_inputs_for
 from .shape_formulas import function_output, module_output
-from .records import LAZY_CALL_KEY, TENSOR_META_KEY, CallSpec, LazyCallRecord, TensorSpec
+from .records import LAZY_CALL_KEY, TENSOR_META_KEY, CallSpec, LazyCallRecord, TensorSpec, tensor_metadata
 from .source import describe_node
 from .twins import meta_twin, to_meta
 from .widths import is_pending_lazy, lazy_tensor_dtype, width_rule_for
@@ -161,7 +160,7 @@ class LazyShapeProp(torch.fx.Interpreter):
             nonlocal found_tensor
             if isinstance(value, torch.Tensor):
                 found_tensor = True
-                return _extract_tensor_metadata(value)
+                return tensor_metadata(value)
             return value
 
         metadata = map_aggregate(result, extract)

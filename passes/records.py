@@ -9,8 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch.fx.passes.shape_prop import TensorMetadata
 
-__all__ = ["TENSOR_META_KEY", "LAZY_CALL_KEY", "MODEL_NAME_KEY", "LazyCallRecord", "CallSpec", "TensorSpec"]
+__all__ = [
+    "TENSOR_META_KEY",
+    "LAZY_CALL_KEY",
+    "MODEL_NAME_KEY",
+    "LazyCallRecord",
+    "CallSpec",
+    "TensorSpec",
+    "tensor_metadata",
+]
 
 # The key torch.fx's ShapeProp writes; graph drawers and other fx tools read it.
 TENSOR_META_KEY = "tensor_meta"
@@ -60,3 +69,30 @@ class CallSpec:
     module: str
     args: tuple
     kwargs: dict
+
+
+# The memory formats ShapeProp tries, in its order, with the only rank each applies to.
+_MEMORY_FORMATS = ((torch.contiguous_format, None), (torch.channels_last, 4), (torch.channels_last_3d, 5))
+
+
+def tensor_metadata(tensor: torch.Tensor) -> TensorMetadata:
+    """Describe a dense, unquantized tensor with the record torch.fx's ShapeProp writes.
+
+    ShapeProp's own ``_extract_tensor_metadata`` checks the memory format through
+    torch._prims_common, whose first call imports sympy (about 0.4 s in torch 2.13);
+    ``Tensor.is_contiguous`` gives the same answer for dense tensors without it.
+    """
+    memory_format = None
+    for candidate, rank in _MEMORY_FORMATS:
+        if (rank is None or tensor.dim() == rank) and tensor.is_contiguous(memory_format=candidate):
+            memory_format = candidate
+            break
+    return TensorMetadata(
+        shape=tensor.shape,
+        dtype=tensor.dtype,
+        requires_grad=tensor.requires_grad,
+        stride=tensor.stride(),
+        memory_format=memory_format,
+        is_quantized=False,
+        qparams={},
+    )

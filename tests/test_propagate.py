@@ -242,3 +242,28 @@ def test_lazy_weight_read_after_first_call():
 
     with torch.no_grad():
         assert torch.equal(static(x), expected)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: torch.empty(2, 3, 4, 5),
+        lambda: torch.empty(2, 3, 4, 5).to(memory_format=torch.channels_last),
+        lambda: torch.empty(2, 3, 4, 5, 6).to(memory_format=torch.channels_last_3d),
+        lambda: torch.empty(2, 1, 4, 1),
+        lambda: torch.empty(4, 6).t(),
+        lambda: torch.empty(3, 8)[:, ::2],
+        lambda: torch.empty(0, 3),
+        lambda: torch.empty(()),
+        lambda: torch.empty(5, dtype=torch.float16, requires_grad=True),
+    ],
+    ids=["contiguous", "channels-last", "channels-last-3d", "size-one-dims", "transposed", "strided", "empty", "scalar", "half-requires-grad"],
+)
+def test_tensor_metadata_matches_shape_prop(build):
+    from torch.fx.passes.shape_prop import _extract_tensor_metadata
+
+    from fxlazy.passes.records import tensor_metadata
+    from fxlazy.passes.twins import to_meta
+
+    tensor = to_meta(build())
+    assert tensor_metadata(tensor) == _extract_tensor_metadata(tensor)
