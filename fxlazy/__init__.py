@@ -10,6 +10,7 @@ from ._materialize import materialize
 from .errors import (
     ExampleInputError,
     FxLazyError,
+    InvalidOptionError,
     LazyDtypeMismatchError,
     LazyInitializationError,
     ModelCopyError,
@@ -29,6 +30,7 @@ __all__ = [
     "ShapeReport",
     "LayerRow",
     "FxLazyError",
+    "InvalidOptionError",
     "ExampleInputError",
     "ModelCopyError",
     "UntraceableModelError",

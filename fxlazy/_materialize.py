@@ -13,7 +13,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedTensorMixin
 
 from ._inputs import bind_example
-from .errors import UnsupportedLazyModuleError, UnusedLazyModuleError
+from .errors import InvalidOptionError, UnsupportedLazyModuleError, UnusedLazyModuleError
 from .passes.assemble import assemble_graph_module
 from .passes.initialize import initialize_lazy_modules
 from .passes.propagate import LazyShapeProp
@@ -30,6 +30,7 @@ def materialize(
     example_kwargs: Mapping[str, Any] | None = None,
     inplace: bool = False,
     seed: int | None = None,
+    device: torch.device | str | None = None,
 ) -> torch.fx.GraphModule:
     """Trace ``model`` and return a static GraphModule with every lazy module materialized.
 
@@ -52,6 +53,11 @@ def materialize(
         seed: when given, initialize from ``torch.manual_seed(seed)`` and restore the
             global random state afterwards. When None, draw from the global generator
             exactly as an eager dry run would.
+        device: ``"meta"`` returns every parameter and buffer on the meta device, without
+            memory and without drawing random numbers, for models too large to initialize
+            here. Allocate them later with ``gm.to_empty(device=...)``, then call each
+            module's ``reset_parameters`` or load a checkpoint with
+            ``load_state_dict(..., assign=True)``. None keeps each tensor's own device.
 
     Returns:
         A ``torch.fx.GraphModule`` with the model's module hierarchy and qualified names.
@@ -69,6 +75,7 @@ def materialize(
         UnusedLazyModuleError: forward never calls a lazy module for this example.
         UnsupportedLazyModuleError: a module owns uninitialized parameters without
             deriving from ``LazyModuleMixin``.
+        InvalidOptionError: ``device`` is not None or meta, or meta with ``inplace``.
 
     Example:
         >>> import torch, fxlazy
@@ -79,6 +86,7 @@ def materialize(
         >>> type(model[0]).__name__
         'LazyConvTranspose2d'
     """
+    on_meta = _validate_device(device, inplace)
     inputs = bind_example(model, example, example_kwargs)
     _reject_unsupported_lazy_tensors(model)
 
@@ -94,12 +102,29 @@ def materialize(
     # NOTE: with inplace=True, a user's initialize_parameters that works on meta tensors
     # but fails on real ones leaves the modules before it initialized.
     gm = assemble_graph_module(
-        model, traced.graph, traced.traced_through, type(model).__name__, copy_modules=not inplace
+        model, traced.graph, traced.traced_through, type(model).__name__, copy_modules=not inplace, on_meta=on_meta
     )
     with _random_state(seed, _lazy_devices(model)):
         initialize_lazy_modules(gm, propagation.first_calls)
     gm.graph.lint()
     return gm
+
+
+def _validate_device(device: torch.device | str | None, inplace: bool) -> bool:
+    """Return whether the result goes on the meta device; reject devices not supported yet."""
+    if device is None:
+        return False
+    if torch.device(device).type != "meta":
+        raise InvalidOptionError(
+            f"device={device!r} is not supported yet; only device='meta' is. Materialize on the "
+            "devices the model was built for, then move the result with .to(device)."
+        )
+    if inplace:
+        raise InvalidOptionError(
+            "device='meta' cannot be combined with inplace=True, because it would replace the "
+            "model's own parameters with meta tensors. Pass one of the two."
+        )
+    return True
 
 
 def _reject_unsupported_lazy_tensors(model: nn.Module) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "LazyInitializationError",
     "UnusedLazyModuleError",
     "UnsupportedLazyModuleError",
+    "InvalidOptionError",
 ]
 
 
@@ -61,3 +62,7 @@ class UnusedLazyModuleError(FxLazyError):
 
 class UnsupportedLazyModuleError(FxLazyError, NotImplementedError):
     """A module owns uninitialized parameters in a way fxlazy does not support yet."""
+
+
+class InvalidOptionError(FxLazyError, ValueError):
+    """An option of materialize has an unsupported value or combination."""

@@ -18,7 +18,8 @@ import torch
 import torch.fx
 from torch import nn
 
-from .clone import TensorCopies, clone_module, clone_tensor
+from .clone import TensorCopier, clone_module
+from .twins import to_meta
 from .records import MODEL_NAME_KEY
 
 __all__ = ["assemble_graph_module"]
@@ -27,10 +28,10 @@ __all__ = ["assemble_graph_module"]
 class _TreeBuilder:
     """Mirror a module tree, turning inlined containers into plain modules."""
 
-    def __init__(self, traced_through: Set[str], copy_modules: bool) -> None:
+    def __init__(self, traced_through: Set[str], copy_modules: bool, on_meta: bool) -> None:
         self.traced_through = traced_through
         self.copy_modules = copy_modules
-        self.copies: TensorCopies = {}
+        self.copy_tensor = TensorCopier(on_meta)
         # Maps id() of an original module to its mirror, so a module registered under
         # two names stays one object.
         self.mirrors: dict[int, nn.Module] = {}
@@ -39,7 +40,7 @@ class _TreeBuilder:
         def own(tensor: torch.Tensor | None) -> torch.Tensor | None:
             if tensor is None or not self.copy_modules:
                 return tensor
-            return clone_tensor(tensor, self.copies)
+            return self.copy_tensor(tensor)
 
         shell.training = module.training
         shell._parameters = {k: own(v) for k, v in module._parameters.items()}
@@ -55,7 +56,7 @@ class _TreeBuilder:
         if id(module) in self.mirrors:
             return self.mirrors[id(module)]
         if name not in self.traced_through:
-            result = clone_module(module, self.copies, name) if self.copy_modules else module
+            result = clone_module(module, self.copy_tensor, name) if self.copy_modules else module
             self.mirrors[id(module)] = result
             return result
 
@@ -66,7 +67,7 @@ class _TreeBuilder:
         return shell
 
 
-def _copy_plain_attributes(gm: torch.fx.GraphModule, root: nn.Module, copy_modules: bool) -> None:
+def _copy_plain_attributes(gm: torch.fx.GraphModule, root: nn.Module, copy_modules: bool, on_meta: bool) -> None:
     """Copy attributes read by get_attr nodes that are neither parameters, buffers nor modules."""
     for node in gm.graph.nodes:
         if node.op != "get_attr":
@@ -78,7 +79,11 @@ def _copy_plain_attributes(gm: torch.fx.GraphModule, root: nn.Module, copy_modul
         if attribute in original_owner._modules:
             continue
         value = getattr(original_owner, attribute)
-        setattr(gm.get_submodule(owner_path), attribute, copy.deepcopy(value) if copy_modules else value)
+        if on_meta and isinstance(value, torch.Tensor):
+            value = to_meta(value)
+        elif copy_modules:
+            value = copy.deepcopy(value)
+        setattr(gm.get_submodule(owner_path), attribute, value)
 
 
 def assemble_graph_module(
@@ -87,6 +92,7 @@ def assemble_graph_module(
     traced_through: Set[str],
     class_name: str,
     copy_modules: bool = True,
+    on_meta: bool = False,
 ) -> torch.fx.GraphModule:
     """Return a GraphModule running ``graph`` over the full module tree of ``root``.
 
@@ -97,15 +103,16 @@ def assemble_graph_module(
         class_name: the class name the GraphModule reports, usually the model's.
         copy_modules: copy every leaf, parameter and buffer, so the GraphModule shares
             nothing with ``root``. When false, the GraphModule shares them.
+        on_meta: make the copies' tensors meta tensors, without data; needs ``copy_modules``.
     """
     # GraphModule.__init__ reads the graph's targets from the root. An empty root with
     # a graph is not accepted, so it is built over ``root`` and its tree replaced below.
     gm = torch.fx.GraphModule(root, graph, class_name)
-    builder = _TreeBuilder(traced_through, copy_modules)
+    builder = _TreeBuilder(traced_through, copy_modules, on_meta)
     builder.mirrors[id(root)] = gm
     builder.copy_state_into(gm, root)
     gm._modules = {}
     builder.mirror_children(gm, root, "")
-    _copy_plain_attributes(gm, root, copy_modules)
+    _copy_plain_attributes(gm, root, copy_modules, on_meta)
     gm.meta[MODEL_NAME_KEY] = class_name
     return gm

@@ -15,14 +15,14 @@ import copy
 import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, UninitializedTensorMixin
+from torch.nn.parameter import UninitializedTensorMixin
 
 from fxlazy.errors import ModelCopyError
 
-from .twins import copy_with_fresh_lazy_tensors
+from .twins import deepcopy_with_tensors, fresh_uninitialized, to_meta
 from .widths import width_rule_for
 
-__all__ = ["TensorCopies", "clone_module", "clone_tensor", "find_uncopyable_attribute"]
+__all__ = ["TensorCopier", "clone_module", "find_uncopyable_attribute"]
 
 # Attribute value types a shallow copy may share, because nobody mutates them in place.
 _IMMUTABLE = (bool, int, float, str, bytes, type(None), torch.dtype, torch.device)
@@ -32,30 +32,38 @@ _MODULE_CONTAINERS = frozenset(k for k, v in vars(nn.Module()).items() if isinst
 _TENSOR_CONTAINERS = frozenset({"_parameters", "_buffers"})
 _LAZY_HANDLES = frozenset({"_initialize_hook", "_load_hook"})
 
-# Maps id() of an original tensor to its copy, so tied tensors stay tied.
-TensorCopies = dict[int, torch.Tensor]
-
-
 def _is_immutable(value: object) -> bool:
     if isinstance(value, tuple):
         return all(_is_immutable(item) for item in value)
     return isinstance(value, _IMMUTABLE)
 
 
-def clone_tensor(tensor: torch.Tensor, copies: TensorCopies) -> torch.Tensor:
-    """Copy one parameter or buffer the way deepcopy would, reusing an earlier copy of it."""
-    existing = copies.get(id(tensor))
-    if existing is not None:
-        return existing
-    if isinstance(tensor, UninitializedTensorMixin):
-        kind = UninitializedParameter if isinstance(tensor, UninitializedParameter) else UninitializedBuffer
-        result: torch.Tensor = kind(tensor.requires_grad, device=tensor.device, dtype=tensor.dtype)
-    elif isinstance(tensor, nn.Parameter):
-        result = nn.Parameter(tensor.detach().clone(memory_format=torch.preserve_format), tensor.requires_grad)
-    else:
-        result = tensor.detach().clone(memory_format=torch.preserve_format).requires_grad_(tensor.requires_grad)
-    copies[id(tensor)] = result
-    return result
+class TensorCopier:
+    """Copy parameters and buffers the way deepcopy would, each once, so tied tensors stay tied.
+
+    Args:
+        on_meta: make every copy a meta tensor, without data. Uninitialized tensors are
+            copied as new uninitialized tensors of the same kind either way.
+    """
+
+    def __init__(self, on_meta: bool = False) -> None:
+        self.on_meta = on_meta
+        self._copies: dict[int, torch.Tensor] = {}
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        existing = self._copies.get(id(tensor))
+        if existing is not None:
+            return existing
+        if self.on_meta:
+            result = to_meta(tensor)
+        elif isinstance(tensor, UninitializedTensorMixin):
+            result = fresh_uninitialized(tensor)
+        elif isinstance(tensor, nn.Parameter):
+            result = nn.Parameter(tensor.detach().clone(memory_format=torch.preserve_format), tensor.requires_grad)
+        else:
+            result = tensor.detach().clone(memory_format=torch.preserve_format).requires_grad_(tensor.requires_grad)
+        self._copies[id(tensor)] = result
+        return result
 
 
 def _can_copy_shallow(module: nn.Module) -> bool:
@@ -81,7 +89,7 @@ def _can_copy_shallow(module: nn.Module) -> bool:
     return True
 
 
-def _shallow_copy(module: nn.Module, copies: TensorCopies) -> nn.Module:
+def _shallow_copy(module: nn.Module, copy_tensor: TensorCopier) -> nn.Module:
     result = copy.copy(module)
     state = result.__dict__
     for name in _MODULE_CONTAINERS - _TENSOR_CONTAINERS:
@@ -90,8 +98,8 @@ def _shallow_copy(module: nn.Module, copies: TensorCopies) -> nn.Module:
             continue
         # Hook dicts are empty or hold only the lazy hooks, which the copy drops.
         state[name] = type(value)(value) if name == "_non_persistent_buffers_set" else type(value)()
-    state["_parameters"] = {k: None if v is None else clone_tensor(v, copies) for k, v in module._parameters.items()}
-    state["_buffers"] = {k: None if v is None else clone_tensor(v, copies) for k, v in module._buffers.items()}
+    state["_parameters"] = {k: None if v is None else copy_tensor(v) for k, v in module._parameters.items()}
+    state["_buffers"] = {k: None if v is None else copy_tensor(v) for k, v in module._buffers.items()}
     for name in _LAZY_HANDLES:
         state.pop(name, None)
     return result
@@ -113,23 +121,19 @@ def find_uncopyable_attribute(module: nn.Module) -> str | None:
     return None
 
 
-def clone_module(module: nn.Module, copies: TensorCopies, name: str = "") -> nn.Module:
-    """Return an independent copy of ``module`` with its parameters and buffers copied.
+def clone_module(module: nn.Module, copy_tensor: TensorCopier, name: str = "") -> nn.Module:
+    """Return an independent copy of ``module`` with its tensors copied by ``copy_tensor``.
 
-    Uninitialized tensors are copied as new uninitialized tensors of the same kind. A
-    pending lazy module copied shallowly loses its lazy hooks and keeps its class.
+    A pending lazy module copied shallowly loses its lazy hooks and keeps its class.
 
     Raises:
         ModelCopyError: deepcopy failed; the message names the module ``name`` and the
             attribute that cannot be copied.
     """
     if _can_copy_shallow(module):
-        return _shallow_copy(module, copies)
-    memo: dict[int, object] = {
-        id(t): copies[id(t)] for t in (*module.parameters(), *module.buffers()) if id(t) in copies
-    }
+        return _shallow_copy(module, copy_tensor)
     try:
-        result = copy_with_fresh_lazy_tensors(module, memo)
+        return deepcopy_with_tensors(module, copy_tensor)
     except Exception as error:
         culprit = find_uncopyable_attribute(module)
         where = f" The attribute {culprit} cannot be copied." if culprit else ""
@@ -139,6 +143,3 @@ def clone_module(module: nn.Module, copies: TensorCopies, name: str = "") -> nn.
             "deep-copyable (for example with __deepcopy__ on the class that owns the attribute), "
             "or pass inplace=True to materialize the model's own modules."
         ) from error
-    for original, copied in zip((*module.parameters(), *module.buffers()), (*result.parameters(), *result.buffers())):
-        copies.setdefault(id(original), copied)
-    return result

@@ -1,28 +1,30 @@
-"""Copies of modules that live on the meta device, and copies that keep lazy tensors fresh.
+"""Deep copies of modules with their tensors replaced, and meta twins built on them.
 
-Shape propagation runs every leaf module as its meta twin: a deep copy whose parameters
-and buffers are meta tensors, so neither the user's module nor the real parameters are
-touched, and nothing is computed. ``copy.deepcopy`` cannot copy uninitialized parameters
-(``UninitializedTensorMixin`` rejects ``__deepcopy__``), so both copies hand deepcopy a
-memo that maps every tensor to its replacement in advance.
+Shape propagation runs a leaf module that has no shape formula as its meta twin: a deep
+copy whose parameters and buffers are meta tensors, so neither the user's module nor the
+real parameters are touched, and nothing is computed. ``copy.deepcopy`` cannot copy
+uninitialized parameters (``UninitializedTensorMixin`` rejects ``__deepcopy__``), so these
+copies hand deepcopy a memo that maps every tensor to its replacement in advance.
 """
 
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TypeVar
 
 import torch
 from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, UninitializedTensorMixin
 
-__all__ = ["meta_twin", "copy_with_fresh_lazy_tensors", "to_meta"]
+__all__ = ["meta_twin", "deepcopy_with_tensors", "fresh_uninitialized", "to_meta"]
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
-def _fresh_uninitialized(tensor: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+def fresh_uninitialized(tensor: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """Return a new uninitialized parameter or buffer like ``tensor``, on ``device`` if given."""
     target_device = tensor.device if device is None else device
     if isinstance(tensor, UninitializedParameter):
         return UninitializedParameter(tensor.requires_grad, device=target_device, dtype=tensor.dtype)
@@ -31,6 +33,8 @@ def _fresh_uninitialized(tensor: torch.Tensor, device: torch.device | str | None
 
 def to_meta(tensor: torch.Tensor) -> torch.Tensor:
     """Return a meta tensor with the shape, strides and dtype of ``tensor``; keep Parameters Parameters."""
+    if isinstance(tensor, UninitializedTensorMixin):
+        return fresh_uninitialized(tensor, device="meta")
     meta = torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype, device="meta")
     if isinstance(tensor, nn.Parameter):
         return nn.Parameter(meta, requires_grad=tensor.requires_grad)
@@ -51,12 +55,14 @@ def _empty_containers_memo(module: nn.Module) -> dict[int, object]:
     return memo
 
 
-def _module_tensors(module: nn.Module) -> list[torch.Tensor]:
-    tensors: list[torch.Tensor] = []
+def deepcopy_with_tensors(module: ModuleT, copy_tensor: Callable[[torch.Tensor], torch.Tensor]) -> ModuleT:
+    """Deep-copy ``module``, replacing each parameter and buffer with ``copy_tensor(tensor)``."""
+    memo = _empty_containers_memo(module)
     for submodule in module.modules():
-        tensors.extend(t for t in submodule._parameters.values() if t is not None)
-        tensors.extend(t for t in submodule._buffers.values() if t is not None)
-    return tensors
+        for tensor in (*submodule._parameters.values(), *submodule._buffers.values()):
+            if tensor is not None and id(tensor) not in memo:
+                memo[id(tensor)] = copy_tensor(tensor)
+    return copy.deepcopy(module, memo)
 
 
 def meta_twin(module: ModuleT) -> ModuleT:
@@ -65,26 +71,4 @@ def meta_twin(module: ModuleT) -> ModuleT:
     Uninitialized parameters stay uninitialized, on meta, so the twin can run its own
     ``initialize_parameters`` without allocating memory or drawing random numbers.
     """
-    memo = _empty_containers_memo(module)
-    for tensor in _module_tensors(module):
-        if id(tensor) in memo:
-            continue
-        if isinstance(tensor, UninitializedTensorMixin):
-            memo[id(tensor)] = _fresh_uninitialized(tensor, device="meta")
-        else:
-            memo[id(tensor)] = to_meta(tensor)
-    return copy.deepcopy(module, memo)
-
-
-def copy_with_fresh_lazy_tensors(module: ModuleT, known: dict[int, object] | None = None) -> ModuleT:
-    """Deep-copy ``module``; each uninitialized parameter or buffer becomes a new one of the same kind.
-
-    Initialized tensors are copied with their values, so non-lazy layers keep them exactly.
-    ``known`` maps id() of objects copied earlier to their copies, which are reused.
-    """
-    memo = _empty_containers_memo(module)
-    memo.update(known or {})
-    for tensor in _module_tensors(module):
-        if isinstance(tensor, UninitializedTensorMixin) and id(tensor) not in memo:
-            memo[id(tensor)] = _fresh_uninitialized(tensor)
-    return copy.deepcopy(module, memo)
+    return deepcopy_with_tensors(module, to_meta)

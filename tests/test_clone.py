@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
 import fxlazy
-from fxlazy.passes.clone import _can_copy_shallow, clone_module
+from fxlazy.passes.clone import TensorCopier, _can_copy_shallow, clone_module
 
 
 @pytest.mark.parametrize(
@@ -21,7 +21,7 @@ def test_builtin_leaf_copied_shallow(build):
     module = build()
     assert _can_copy_shallow(module)
 
-    copy = clone_module(module, {})
+    copy = clone_module(module, TensorCopier())
 
     assert type(copy) is type(module)
     assert copy.__dict__.keys() == module.__dict__.keys()
@@ -38,7 +38,7 @@ def test_builtin_leaf_copied_shallow(build):
 
 def test_lazy_leaf_copy_drops_hooks():
     module = nn.LazyConv2d(4, 3, dtype=torch.float64)
-    copy = clone_module(module, {})
+    copy = clone_module(module, TensorCopier())
 
     assert type(copy) is nn.LazyConv2d
     assert isinstance(copy.weight, UninitializedParameter)
@@ -57,7 +57,7 @@ def test_user_hook_forces_deep_copy():
     module.register_forward_hook(lambda m, args, output: calls.append(m))
     assert not _can_copy_shallow(module)
 
-    copy = clone_module(module, {})
+    copy = clone_module(module, TensorCopier())
     copy(torch.randn(1, 3))
     assert calls == [copy]
 
@@ -67,7 +67,7 @@ def test_mutable_attribute_forces_deep_copy():
     module.notes = ["built by hand"]
     assert not _can_copy_shallow(module)
 
-    copy = clone_module(module, {})
+    copy = clone_module(module, TensorCopier())
     copy.notes.append("changed")
     assert module.notes == ["built by hand"]
 
@@ -75,10 +75,10 @@ def test_mutable_attribute_forces_deep_copy():
 def test_tied_parameters_stay_tied():
     first, second = nn.Linear(4, 4), nn.Linear(4, 4)
     second.weight = first.weight
-    copies = {}
+    copy_tensor = TensorCopier()
 
-    first_copy = clone_module(first, copies)
-    second_copy = clone_module(second, copies)
+    first_copy = clone_module(first, copy_tensor)
+    second_copy = clone_module(second, copy_tensor)
 
     assert second_copy.weight is first_copy.weight
     assert first_copy.weight is not first.weight
