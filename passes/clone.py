@@ -24,7 +24,7 @@ from .widths import width_rule_for
 
 __all__ = ["TensorCopier", "clone_module", "find_uncopyable_attribute"]
 
-# Attribute value types a shallow copy may share, because nobody mutates them in place.
+# Attribute value types a shallow copy may share, because they cannot change in place.
 _IMMUTABLE = (bool, int, float, str, bytes, type(None), torch.dtype, torch.device)
 
 # The dicts and sets every nn.Module carries: parameters, buffers, children and hooks.

@@ -118,7 +118,7 @@ def test_other_devices_not_supported_yet():
 
 
 # FSDP2 shards the meta result before any memory is allocated. One process with the gloo
-# backend stands in for a cluster, and a file rendezvous keeps it off the network.
+# backend plays the cluster, and a file rendezvous keeps it off the network.
 _FSDP_SCRIPT = textwrap.dedent(
     """
     import sys
