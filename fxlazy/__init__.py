@@ -13,14 +13,16 @@ from .errors import (
     InvalidOptionError,
     LazyDtypeMismatchError,
     LazyInitializationError,
+    MissingDependencyError,
     ModelCopyError,
+    ReportError,
     ShapePropagationError,
     SharedLazyModuleError,
     UnsupportedLazyModuleError,
     UntraceableModelError,
     UnusedLazyModuleError,
 )
-from .report import LayerRow, ShapeReport, shape_report
+from .report import LayerRow, ModuleFrame, NodeRow, ShapeReport, shape_report
 
 __version__ = "0.1.0"
 
@@ -29,6 +31,8 @@ __all__ = [
     "shape_report",
     "ShapeReport",
     "LayerRow",
+    "NodeRow",
+    "ModuleFrame",
     "FxLazyError",
     "InvalidOptionError",
     "ExampleInputError",
@@ -40,4 +44,6 @@ __all__ = [
     "LazyInitializationError",
     "UnusedLazyModuleError",
     "UnsupportedLazyModuleError",
+    "ReportError",
+    "MissingDependencyError",
 ]

@@ -20,6 +20,8 @@ __all__ = [
     "LazyInitializationError",
     "UnusedLazyModuleError",
     "UnsupportedLazyModuleError",
+    "ReportError",
+    "MissingDependencyError",
     "InvalidOptionError",
 ]
 
@@ -62,6 +64,14 @@ class UnusedLazyModuleError(FxLazyError):
 
 class UnsupportedLazyModuleError(FxLazyError, NotImplementedError):
     """A module owns uninitialized parameters in a way fxlazy does not support yet."""
+
+
+class ReportError(FxLazyError, ValueError):
+    """A shape report was asked for an unknown view, column or format, or has nothing to show."""
+
+
+class MissingDependencyError(FxLazyError, ImportError):
+    """An optional package or program that a feature needs is not installed."""
 
 
 class InvalidOptionError(FxLazyError, ValueError):

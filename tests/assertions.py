@@ -81,14 +81,25 @@ class ParsedReport:
     rows: list[dict[str, str]]
     total_layers: int
     total_parameters: int
+    total_bytes: int
+    model_parameters: int
+    model_bytes: int
 
 
-# The line ShapeReport.to_string prints under the table.
-_TOTALS_PATTERN = re.compile(r"^\S+: (?P<layers>\d+) lazy layers? materialized, (?P<parameters>[\d,]+) parameters in them\.$")
+# The two lines ShapeReport.to_string prints under the lazy view's table.
+_TOTALS_PATTERN = re.compile(
+    r"^\S+: (?P<layers>\d+) lazy layers? materialized, (?P<parameters>[\d,]+) parameters? "
+    r"\((?P<bytes>[\d,]+) bytes?\) in them\.$"
+)
+_MODEL_TOTALS_PATTERN = re.compile(r"^Whole model: (?P<parameters>[\d,]+) parameters? \((?P<bytes>[\d,]+) bytes?\)\.$")
+
+
+def _number(text: str) -> int:
+    return int(text.replace(",", ""))
 
 
 def parse_report_table(text: str) -> ParsedReport:
-    """Read the rows and the totals line of a shape report printed in tabulate's "simple" format.
+    """Read the rows and the totals lines of a shape report printed in tabulate's "simple" format.
 
     Column bounds come from the dashed rule under the header line. Text before the header
     (such as the first line ``python -m fxlazy`` prints) is skipped.
@@ -104,14 +115,20 @@ def parse_report_table(text: str) -> ParsedReport:
 
     headers = cells(lines[rule_index - 1])
     rows: list[dict[str, str]] = []
-    for line in lines[rule_index + 1:]:
-        totals = _TOTALS_PATTERN.match(line)
+    for index in range(rule_index + 1, len(lines)):
+        totals = _TOTALS_PATTERN.match(lines[index])
         if totals:
+            model = _MODEL_TOTALS_PATTERN.match(lines[index + 1]) if index + 1 < len(lines) else None
+            if model is None:
+                raise ValueError(f"no 'Whole model:' line after the totals line in:\n{text}")
             return ParsedReport(
                 headers,
                 rows,
                 int(totals["layers"]),
-                int(totals["parameters"].replace(",", "")),
+                _number(totals["parameters"]),
+                _number(totals["bytes"]),
+                _number(model["parameters"]),
+                _number(model["bytes"]),
             )
-        rows.append(dict(zip(headers, cells(line))))
+        rows.append(dict(zip(headers, cells(lines[index]))))
     raise ValueError(f"no totals line after the table in:\n{text}")

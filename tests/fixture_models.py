@@ -86,6 +86,23 @@ class MixedNet(nn.Module):
         return self.head(torch.relu(self.hidden(x)))
 
 
+class ReportNet(nn.Module):
+    """Four lazy classes, one of them custom, and a LazyLinear called twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.LazyConvTranspose2d(32, 3, stride=2)
+        self.norm = nn.LazyBatchNorm2d()
+        self.affine = LazyChannelAffine()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.LazyLinear(32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.affine(self.norm(self.up(x)))
+        x = torch.flatten(self.pool(x), 1)
+        return self.fc(torch.relu(self.fc(x)))
+
+
 class Sequence1d(nn.Module):
     """1d convolutions, transposed convolutions and norms on ``(N, C, L)`` input."""
 

@@ -66,12 +66,14 @@ def test_default_prints_bundled_example(runs):
     assert table.rows == [
         {
             "layer": "up",
+            "call sites": "up",
             "class": "LazyConvTranspose2d -> ConvTranspose2d",
             "inferred": "in_channels=64",
             "from": "input dim 1",
             "output": "out_channels=32",
             "input shape": "(1, 64, 8, 8)",
             "output shape": "(1, 32, 17, 17)",
+            "dtype": "float32",
             "params": "18,464",
         }
     ]
