@@ -3,10 +3,12 @@
 ``materialize(model, example)`` traces the model, propagates shapes on meta tensors,
 and returns a GraphModule whose lazy modules are replaced by their concrete classes
 (``LazyConvTranspose2d`` becomes ``ConvTranspose2d``), without running the model and
-without changing it. ``shape_report(gm)`` shows what was inferred.
+without changing it. ``shape_report(gm)`` shows what was inferred, as a table in text,
+Markdown, CSV, HTML or JSON, and ``draw_graph(gm)`` draws it.
 """
 
 from ._materialize import materialize
+from .drawing import draw_graph
 from .errors import (
     ExampleInputError,
     FxLazyError,
@@ -29,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "materialize",
     "shape_report",
+    "draw_graph",
     "ShapeReport",
     "LayerRow",
     "NodeRow",

@@ -7,9 +7,9 @@ import doctest
 import pytest
 
 import fxlazy
-from fxlazy import _materialize, report
+from fxlazy import _materialize, drawing, report
 
-MODULES = {"materialize": _materialize, "report": report}
+MODULES = {"materialize": _materialize, "report": report, "drawing": drawing}
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
