@@ -9,8 +9,6 @@ from typing import Any
 import torch
 import torch.fx
 from torch import nn
-from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import UninitializedTensorMixin
 
 from ._inputs import bind_example
 from .errors import InvalidOptionError, UnsupportedLazyModuleError, UnusedLazyModuleError
@@ -73,8 +71,7 @@ def materialize(
         SharedLazyModuleError: a lazy module is called with two different widths.
         LazyInitializationError: a lazy module's ``initialize_parameters`` fails.
         UnusedLazyModuleError: forward never calls a lazy module for this example.
-        UnsupportedLazyModuleError: a module owns uninitialized parameters without
-            deriving from ``LazyModuleMixin``.
+        UnsupportedLazyModuleError: the model itself is a lazy module.
         InvalidOptionError: ``device`` is not None or meta, or meta with ``inplace``.
 
     Example:
@@ -134,19 +131,6 @@ def _reject_unsupported_lazy_tensors(model: nn.Module) -> None:
             "no call of it to infer its width from. Wrap it in a container, for example "
             "nn.Sequential(model), and materialize that."
         )
-    for name, module in model.named_modules():
-        if isinstance(module, LazyModuleMixin):
-            continue
-        owned = [*module._parameters.items(), *module._buffers.items()]
-        lazy_names = [n for n, t in owned if isinstance(t, UninitializedTensorMixin)]
-        if lazy_names:
-            where = f"'{name}'" if name else "the root module"
-            raise UnsupportedLazyModuleError(
-                f"Module {where} ({type(module).__name__}) owns uninitialized tensors "
-                f"{lazy_names} but does not derive from torch.nn.modules.lazy.LazyModuleMixin. "
-                "fxlazy materializes lazy modules through LazyModuleMixin.initialize_parameters; "
-                "derive the module from LazyModuleMixin and move its initialization there."
-            )
 
 
 def _reject_unused_lazy_modules(root: nn.Module, called: set[str]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 from torch.fx.node import map_aggregate
 
 from fxlazy.errors import LazyInitializationError
@@ -42,15 +43,47 @@ def _check_groups(module: nn.Module, name: str, width: int) -> None:
         )
 
 
+def _uninitialized_names(module: nn.Module) -> list[str]:
+    return [n for n, t in (*module.named_parameters(), *module.named_buffers()) if nn.parameter.is_lazy(t)]
+
+
+def _initialize_by_calling(module: nn.Module, name: str, args: tuple, kwargs: Mapping[str, Any]) -> None:
+    """Initialize a module without LazyModuleMixin by calling it once, as its first forward would.
+
+    Such a module materializes its tensors in its own forward or forward pre-hook, so
+    this runs the module's forward once, on the rebuilt inputs. That is real compute,
+    but for this one layer only.
+    """
+    try:
+        module(*args, **kwargs)
+    except Exception as error:
+        raise LazyInitializationError(
+            f"Module '{name}' ({type(module).__name__}) owns uninitialized tensors and failed "
+            f"when called on inputs ({_describe_inputs(args, kwargs)}) to initialize them: "
+            f"{type(error).__name__}: {error}. Check that the module receives the input it was written for."
+        ) from error
+    left = _uninitialized_names(module)
+    if left:
+        raise LazyInitializationError(
+            f"Module '{name}' ({type(module).__name__}) still has uninitialized tensors {left} after "
+            "its first call. fxlazy initializes a module without LazyModuleMixin by calling it once; "
+            "its forward or a forward pre-hook must materialize every UninitializedParameter it owns."
+        )
+
+
 def initialize_lazy_module(
     module: nn.Module, name: str, args: tuple, kwargs: Mapping[str, Any], width: int | None
 ) -> None:
     """Initialize one pending lazy module from its first call's arguments and finish it.
 
     ``width`` is the input width read by the built-in class's rule, or None for a
-    user's own lazy class. Raises LazyInitializationError naming the module.
+    user's own lazy class. A module without LazyModuleMixin is called once instead.
+    Raises LazyInitializationError naming the module.
     """
     class_name = type(module).__name__
+    if not isinstance(module, LazyModuleMixin):
+        _initialize_by_calling(module, name, args, kwargs)
+        return
     rule = width_rule_for(module)
     if rule is not None and width is not None and rule.inferred_argument == "in_channels":
         _check_groups(module, name, width)
@@ -64,7 +97,7 @@ def initialize_lazy_module(
             "input it was written for."
         ) from error
     if module.has_uninitialized_params():
-        left = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if nn.parameter.is_lazy(t)]
+        left = _uninitialized_names(module)
         raise LazyInitializationError(
             f"Module '{name}' ({class_name}) still has uninitialized tensors {left} after "
             "initialize_parameters. Its initialize_parameters must materialize every "

@@ -21,6 +21,7 @@ import torch
 import torch.fx
 from torch import nn
 from torch.fx.node import Argument, Target, map_aggregate
+from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 from torch.utils._pytree import tree_flatten
 
@@ -267,7 +268,8 @@ class LazyShapeProp(torch.fx.Interpreter):
         if rule is None or first_input is None:
             # A user's own lazy class: the record is completed by _twin_of, which reads
             # the attributes its initialize_parameters sets.
-            return LazyCallRecord(target, type(module).__name__, type(module).__name__, source="initialize_parameters")
+            source = "initialize_parameters" if isinstance(module, LazyModuleMixin) else "first forward call"
+            return LazyCallRecord(target, type(module).__name__, type(module).__name__, source=source)
         width = rule.width(first_input.shape)
         output = width if rule.output_argument == rule.inferred_argument else int(getattr(module, rule.output_argument))
         return LazyCallRecord(

@@ -2,7 +2,7 @@
 
 The default tracer treats only torch.nn's own modules as leaves and traces into all
 others, which would run a user's ``LazyModuleMixin`` subclass on fx Proxies. Here every
-``LazyModuleMixin`` is a leaf. Non-tensor example values (None, Python scalars) are
+``LazyModuleMixin``, and every module that owns uninitialized tensors, is a leaf. Non-tensor example values (None, Python scalars) are
 specialized through ``concrete_args`` and their placeholders removed afterwards, so the
 graph's inputs are exactly the example's tensors.
 """
@@ -27,6 +27,7 @@ from torch.utils import _pytree as pytree
 from fxlazy.errors import UntraceableModelError
 
 from .source import user_frame_of_traceback
+from .widths import owns_uninitialized_tensors
 
 __all__ = ["LazyLeafTracer", "TraceResult", "trace_with_lazy_leaves", "stack_traces_by_node"]
 
@@ -46,7 +47,9 @@ class LazyLeafTracer(torch.fx.Tracer):
         self.traced_through: set[str] = {""}
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, LazyModuleMixin):
+        # A module that owns uninitialized tensors initializes them in its own forward
+        # or forward pre-hook, which must run on real tensors, never on Proxies.
+        if isinstance(m, LazyModuleMixin) or owns_uninitialized_tensors(m):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 

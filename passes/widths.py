@@ -14,7 +14,14 @@ import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
-__all__ = ["WidthRule", "width_rule_for", "is_pending_lazy", "lazy_tensor_dtype", "lazy_tensor_device"]
+__all__ = [
+    "WidthRule",
+    "width_rule_for",
+    "is_pending_lazy",
+    "owns_uninitialized_tensors",
+    "lazy_tensor_dtype",
+    "lazy_tensor_device",
+]
 
 
 @dataclass(frozen=True)
@@ -82,9 +89,19 @@ def is_pending_lazy(module: nn.Module) -> bool:
     """Tell whether ``module`` is a lazy module whose first forward has not run yet.
 
     A ``LazyModuleMixin`` keeps its ``_initialize_hook`` until its first forward call
-    removes it, also after ``load_state_dict`` filled in its parameters.
+    removes it, also after ``load_state_dict`` filled in its parameters. A module without
+    the mixin is pending while it owns an uninitialized parameter or buffer, which its
+    own forward or forward pre-hook materializes (as PyTorch Geometric's ``Linear(-1, n)``
+    does).
     """
-    return isinstance(module, LazyModuleMixin) and hasattr(module, "_initialize_hook")
+    if isinstance(module, LazyModuleMixin):
+        return hasattr(module, "_initialize_hook")
+    return owns_uninitialized_tensors(module)
+
+
+def owns_uninitialized_tensors(module: nn.Module) -> bool:
+    """Tell whether the module itself, not a child, owns an uninitialized parameter or buffer."""
+    return _first_lazy_tensor(module) is not None
 
 
 def _first_lazy_tensor(module: nn.Module) -> torch.Tensor | None:

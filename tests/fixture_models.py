@@ -187,6 +187,46 @@ class KeywordNet(nn.Module):
         return self.proj(x) * scale
 
 
+class HookedLazyLinear(nn.Module):
+    """A linear layer that initializes itself in a forward pre-hook, without LazyModuleMixin.
+
+    This is how PyTorch Geometric's ``Linear(-1, out_channels)`` works: ``in_features``
+    is -1 until the hook reads it from the first input and removes itself.
+    """
+
+    def __init__(self, out_features: int) -> None:
+        super().__init__()
+        self.in_features = -1
+        self.out_features = out_features
+        self.weight = UninitializedParameter()
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self._lazy_hook = self.register_forward_pre_hook(self._initialize)
+
+    def _initialize(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        self.in_features = args[0].shape[-1]
+        with torch.no_grad():
+            self.weight.materialize((self.out_features, self.in_features))
+            nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        self._lazy_hook.remove()
+        del self._lazy_hook
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+class HookedNet(nn.Module):
+    """A hook-initialized layer between built-in lazy layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.LazyConv1d(4, 3)
+        self.hooked = HookedLazyLinear(5)
+        self.head = nn.LazyLinear(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.hooked(self.conv(x))))
+
+
 @dataclass(frozen=True)
 class Case:
     """A lazy test model and the example inputs to materialize it with."""
@@ -217,5 +257,6 @@ CASES: dict[str, Case] = {
     "instance-norm-2d": Case(InstanceNorm2dNet, _single(lambda: torch.randn(2, 3, 9, 9))),
     "mlp": Case(MLP, _single(lambda: torch.randn(4, 10))),
     "tied-linear": Case(TiedLinear, _single(lambda: torch.randn(3, 6))),
+    "hook-initialized": Case(HookedNet, _single(lambda: torch.randn(2, 3, 9))),
     "custom-layer": Case(lambda: nn.Sequential(nn.LazyConv2d(4, 1), LazyChannelAffine()), _single(lambda: torch.randn(2, 3, 5, 5))),
 }

@@ -214,7 +214,7 @@ class UnusedLazy(nn.Module):
 
 
 class RawUninitialized(nn.Module):
-    """A module that owns an UninitializedParameter without deriving from LazyModuleMixin."""
+    """A module that owns an UninitializedParameter without LazyModuleMixin and never initializes it."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -499,11 +499,11 @@ ERROR_CASES = [
         r"forward of UnusedLazy never calls the lazy module\(s\) 'spare' \(LazyLinear\)",
     ),
     ErrorCase(
-        "uninitialized-parameter-without-mixin",
+        "uninitialized-parameter-never-initialized",
         lambda: (WithRawUninitialized(), (torch.randn(2, 4),), {}),
-        fxlazy.UnsupportedLazyModuleError,
-        r"Module 'raw' \(RawUninitialized\) \w+ uninitialized tensors \['weight'\] "
-        r"but does not derive from torch\.nn\.modules\.lazy\.LazyModuleMixin",
+        fxlazy.LazyInitializationError,
+        r"Module 'raw' \(RawUninitialized\) still has uninitialized tensors \['weight'\] after its first call",
+        fragments=("forward pre-hook must materialize",),
     ),
     ErrorCase(
         "model-is-lazy-module",

@@ -109,7 +109,7 @@ def test_keeps_names_and_hierarchy(name):
     model, example = CASES[name].build()
     static = fxlazy.materialize(model, example)
     assert [n for n, _ in static.named_modules()][1:] == [n for n, _ in model.named_modules()][1:]
-    assert list(static.state_dict()) == list(model.state_dict())
+    assert list(static.state_dict()) == list(model.state_dict(keep_vars=True))
     assert type(static).__name__ == type(model).__name__
 
 
@@ -337,3 +337,17 @@ def test_decoder_beyond_memory():
     )
     assert activation_bytes > 32 * 2**30
     assert type(static.to_rgb) is nn.Conv2d
+
+
+def test_hook_initialized_layer_reported():
+    model, example = CASES["hook-initialized"].build()
+    static = fxlazy.materialize(model, example)
+    layer = static.get_submodule("hooked")
+
+    assert layer.in_features == 7
+    assert layer.weight.shape == (5, 7)
+    assert len(layer._forward_pre_hooks) == 0
+    assert isinstance(model.hooked.weight, torch.nn.UninitializedParameter)
+    row = next(row for row in fxlazy.shape_report(static).rows if row.name == "hooked")
+    assert row.inferred == {"in_features": 7}
+    assert row.source == "first forward call"
