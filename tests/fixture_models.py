@@ -227,6 +227,42 @@ class HookedNet(nn.Module):
         return self.head(torch.relu(self.hooked(self.conv(x))))
 
 
+class LazyBilinear(LazyModuleMixin, nn.Module):
+    """A user's lazy layer that infers two widths, one from an input passed by keyword.
+
+    With ``cls_to_become = None`` it keeps its class after initialization.
+    """
+
+    cls_to_become = None
+
+    def __init__(self, out_features: int) -> None:
+        super().__init__()
+        self.out_features = out_features
+        self.left_features = 0
+        self.right_features = 0
+        self.weight = UninitializedParameter()
+
+    def initialize_parameters(self, x: torch.Tensor, *, context: torch.Tensor) -> None:
+        self.left_features = x.shape[-1]
+        self.right_features = context.shape[-1]
+        with torch.no_grad():
+            self.weight.materialize((self.out_features, self.left_features, self.right_features))
+            nn.init.normal_(self.weight, std=0.1)
+
+    def forward(self, x: torch.Tensor, *, context: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bi,oij,bj->bo", x, self.weight, context)
+
+
+class BilinearNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encode = nn.LazyLinear(6)
+        self.bilinear = LazyBilinear(3)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.bilinear(torch.tanh(self.encode(x)), context=context)
+
+
 @dataclass(frozen=True)
 class Case:
     """A lazy test model and the example inputs to materialize it with."""
@@ -258,5 +294,6 @@ CASES: dict[str, Case] = {
     "mlp": Case(MLP, _single(lambda: torch.randn(4, 10))),
     "tied-linear": Case(TiedLinear, _single(lambda: torch.randn(3, 6))),
     "hook-initialized": Case(HookedNet, _single(lambda: torch.randn(2, 3, 9))),
+    "keyword-custom-layer": Case(BilinearNet, lambda: (torch.randn(2, 4), torch.randn(2, 5))),
     "custom-layer": Case(lambda: nn.Sequential(nn.LazyConv2d(4, 1), LazyChannelAffine()), _single(lambda: torch.randn(2, 3, 5, 5))),
 }
