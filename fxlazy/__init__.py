@@ -5,11 +5,16 @@ and returns a GraphModule whose lazy modules are replaced by their concrete clas
 (``LazyConvTranspose2d`` becomes ``ConvTranspose2d``), without running the model and
 without changing it. ``shape_report(gm)`` shows what was inferred, as a table in text,
 Markdown, CSV, HTML or JSON, and ``draw_graph(gm)`` draws it.
+
+``materialize_from_checkpoint`` takes the widths from a checkpoint instead of an
+example, and ``load_checkpoint`` loads one into a static module.
 """
 
 from ._materialize import materialize
+from .checkpoint import load_checkpoint, materialize_from_checkpoint
 from .drawing import draw_graph
 from .errors import (
+    CheckpointError,
     ExampleInputError,
     FxLazyError,
     InvalidOptionError,
@@ -49,4 +54,7 @@ __all__ = [
     "UnsupportedLazyModuleError",
     "ReportError",
     "MissingDependencyError",
+    "load_checkpoint",
+    "materialize_from_checkpoint",
+    "CheckpointError",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "UnsupportedLazyModuleError",
     "ReportError",
     "MissingDependencyError",
+    "CheckpointError",
     "InvalidOptionError",
 ]
 
@@ -72,6 +73,18 @@ class ReportError(FxLazyError, ValueError):
 
 class MissingDependencyError(FxLazyError, ImportError):
     """An optional package or program that a feature needs is not installed."""
+
+
+class CheckpointError(FxLazyError, ValueError):
+    """A checkpoint cannot be read or does not fit the model.
+
+    Attributes:
+        keys: the state_dict keys at fault, such as the entries whose shapes differ.
+    """
+
+    def __init__(self, message: str, *, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.keys = tuple(keys)
 
 
 class InvalidOptionError(FxLazyError, ValueError):

@@ -7,9 +7,14 @@ import doctest
 import pytest
 
 import fxlazy
-from fxlazy import _materialize, drawing, report
+from fxlazy import _materialize, checkpoint, drawing, report
 
-MODULES = {"materialize": _materialize, "report": report, "drawing": drawing}
+MODULES = {
+    "materialize": _materialize,
+    "report": report,
+    "drawing": drawing,
+    "checkpoint": checkpoint,
+}
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
