@@ -6,8 +6,10 @@ and returns a GraphModule whose lazy modules are replaced by their concrete clas
 without changing it. ``shape_report(gm)`` shows what was inferred, as a table in text,
 Markdown, CSV, HTML or JSON, and ``draw_graph(gm)`` draws it.
 
-``materialize_from_checkpoint`` takes the widths from a checkpoint instead of an
-example, and ``load_checkpoint`` loads one into a static module.
+``export_torchscript``, ``export_onnx`` and ``export_program`` export the static module
+and check that the artifact computes what it computes. ``materialize_from_checkpoint``
+takes the widths from a checkpoint instead of an example, and ``load_checkpoint`` loads
+one into a static module.
 """
 
 from ._materialize import materialize
@@ -16,18 +18,31 @@ from .drawing import draw_graph
 from .errors import (
     CheckpointError,
     ExampleInputError,
+    ExportError,
     FxLazyError,
     InvalidOptionError,
     LazyDtypeMismatchError,
     LazyInitializationError,
     MissingDependencyError,
     ModelCopyError,
+    ParityError,
     ReportError,
     ShapePropagationError,
     SharedLazyModuleError,
     UnsupportedLazyModuleError,
     UntraceableModelError,
     UnusedLazyModuleError,
+)
+from .export import (
+    ExportFallbackWarning,
+    ExportResult,
+    ExportWarning,
+    OutputDifference,
+    ParityCheck,
+    Tolerance,
+    export_onnx,
+    export_program,
+    export_torchscript,
 )
 from .report import LayerRow, ModuleFrame, NodeRow, ShapeReport, shape_report
 
@@ -56,5 +71,16 @@ __all__ = [
     "MissingDependencyError",
     "load_checkpoint",
     "materialize_from_checkpoint",
+    "export_torchscript",
+    "export_onnx",
+    "export_program",
+    "ExportResult",
+    "ParityCheck",
+    "OutputDifference",
+    "Tolerance",
+    "ExportWarning",
+    "ExportFallbackWarning",
+    "ExportError",
+    "ParityError",
     "CheckpointError",
 ]

@@ -22,6 +22,8 @@ __all__ = [
     "UnsupportedLazyModuleError",
     "ReportError",
     "MissingDependencyError",
+    "ExportError",
+    "ParityError",
     "CheckpointError",
     "InvalidOptionError",
 ]
@@ -73,6 +75,44 @@ class ReportError(FxLazyError, ValueError):
 
 class MissingDependencyError(FxLazyError, ImportError):
     """An optional package or program that a feature needs is not installed."""
+
+
+class ExportError(FxLazyError):
+    """An exporter (TorchScript, ONNX or torch.export) failed on the static module."""
+
+
+class ParityError(ExportError):
+    """An exported artifact computes outputs that differ from the static module's.
+
+    Attributes:
+        output: the output that differs, such as ``output`` or ``output[1]``.
+        inputs: the input set it was run on, such as ``example`` or ``extra input 1``.
+        max_abs_diff: the largest absolute difference, or ``inf`` when the number,
+            shapes or dtypes of the outputs differ.
+        max_rel_diff: the largest relative difference, over the elements whose expected
+            value is not zero.
+        atol: the absolute tolerance the check allowed.
+        rtol: the relative tolerance the check allowed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        output: str,
+        inputs: str,
+        max_abs_diff: float,
+        max_rel_diff: float,
+        atol: float,
+        rtol: float,
+    ) -> None:
+        super().__init__(message)
+        self.output = output
+        self.inputs = inputs
+        self.max_abs_diff = max_abs_diff
+        self.max_rel_diff = max_rel_diff
+        self.atol = atol
+        self.rtol = rtol
 
 
 class CheckpointError(FxLazyError, ValueError):
