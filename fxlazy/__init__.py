@@ -29,6 +29,7 @@ from .errors import (
     ReportError,
     ShapePropagationError,
     SharedLazyModuleError,
+    TargetError,
     UnsupportedLazyModuleError,
     UntraceableModelError,
     UnusedLazyModuleError,
@@ -83,4 +84,5 @@ __all__ = [
     "ExportError",
     "ParityError",
     "CheckpointError",
+    "TargetError",
 ]

@@ -1,85 +1,20 @@
-"""``python -m fxlazy``: materialize a bundled example model and print its shape report."""
+"""``python -m fxlazy``: the fxlazy command line run as a module; see :mod:`fxlazy.cli`."""
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import torch
-from torch import nn
+# EXAMPLES is re-exported so that `fxlazy.__main__.EXAMPLES` keeps naming the bundled demos.
+from .cli import EXAMPLES
+from .cli import main as run_command_line
 
-from . import examples
-from ._materialize import materialize
-from .errors import FxLazyError
-from .report import shape_report
-
-
-def _transposed_conv() -> tuple[nn.Module, tuple[Any, ...]]:
-    return examples.TransposedConvExample(), (examples.TransposedConvExample.example_input(),)
-
-
-def _dcgan() -> tuple[nn.Module, tuple[Any, ...]]:
-    model = examples.DCGANGenerator()
-    return model, (model.example_input(),)
-
-
-def _unet() -> tuple[nn.Module, tuple[Any, ...]]:
-    return examples.UNetDecoder(), examples.UNetDecoder.example_inputs()
-
-
-def _resnet() -> tuple[nn.Module, tuple[Any, ...]]:
-    return examples.ResNetClassifier(), (examples.ResNetClassifier.example_input(),)
-
-
-def _decoder() -> tuple[nn.Module, tuple[Any, ...]]:
-    model = examples.UpsamplingDecoder(size=1024)
-    return model, (model.example_input(batch=8),)
-
-
-EXAMPLES: dict[str, Callable[[], tuple[nn.Module, tuple[Any, ...]]]] = {
-    "transposed-conv": _transposed_conv,
-    "dcgan": _dcgan,
-    "unet": _unet,
-    "resnet": _resnet,
-    "decoder-1024": _decoder,
-}
-
-
-def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m fxlazy",
-        description="Materialize a bundled example model with lazy layers and print what fxlazy inferred.",
-    )
-    parser.add_argument(
-        "--example",
-        choices=sorted(EXAMPLES),
-        default="transposed-conv",
-        help="bundled model to materialize (default: %(default)s, one LazyConvTranspose2d fed 64 channels)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed for parameter initialization (default: %(default)s)")
-    parser.add_argument("--tablefmt", default="simple", help="tabulate table format (default: %(default)s)")
-    parser.add_argument("--show-module", action="store_true", help="also print the static module")
-    return parser.parse_args(argv)
+__all__ = ["EXAMPLES", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the process exit status."""
-    arguments = _parse_arguments(argv)
-    model, example = EXAMPLES[arguments.example]()
-    try:
-        static = materialize(model, example, seed=arguments.seed)
-    except FxLazyError as error:
-        print(f"fxlazy: error: {error}", file=sys.stderr)
-        return 1
-
-    inputs = ", ".join(str(tuple(x.shape)) for x in example if isinstance(x, torch.Tensor))
-    print(f"{type(model).__name__} materialized for input shape(s) {inputs}\n")
-    if arguments.show_module:
-        print(static, end="\n\n")
-    print(shape_report(static).to_string(arguments.tablefmt))
-    return 0
+    """Run the command line under the program name ``python -m fxlazy``; return the exit status."""
+    return run_command_line(argv, prog="python -m fxlazy")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ __all__ = [
     "ExportError",
     "ParityError",
     "CheckpointError",
+    "TargetError",
     "InvalidOptionError",
 ]
 
@@ -125,6 +126,10 @@ class CheckpointError(FxLazyError, ValueError):
     def __init__(self, message: str, *, keys: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.keys = tuple(keys)
+
+
+class TargetError(FxLazyError, ValueError):
+    """A command-line model target (``module:factory`` or ``file.py:factory``) cannot build a model."""
 
 
 class InvalidOptionError(FxLazyError, ValueError):
