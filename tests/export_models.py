@@ -85,3 +85,14 @@ class TwoOutputs(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.fc(x)
         return y, self.norm(y)
+
+
+class CastToFloat(nn.Module):
+    """Casts its input to float32 first, so onnxruntime loads it even for bfloat16 input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.LazyLinear(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.float())

@@ -240,7 +240,7 @@ def test_missing_output_folder(tmp_path):
 
 def test_unknown_dynamic_axis():
     static, example = _static("transposed-conv")
-    with pytest.raises(ValueError, match=r"Unknown dynamic axes \['time'\]; choose from \['batch', 'spatial'\]"):
+    with pytest.raises(ValueError, match=r"Unknown dynamic axes \['time'\]\. Choose from \['batch', 'spatial'\]"):
         fxlazy.export_program(static, example, dynamic="time")
 
 
@@ -279,3 +279,11 @@ def test_onnx_without_extra_names_install(monkeypatch, tmp_path):
 
     assert isinstance(raised.value, ImportError)
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_artifact_failure_names_inputs():
+    static, example = _static("transposed-conv")
+    other_size = torch.randn(1, 64, 5, 5)
+
+    with pytest.raises(fxlazy.ExportError, match=r"The ExportedProgram failed on extra input 1 \(1, 64, 5, 5\), which the static module runs: .*Guard failed.* export with dynamic dims that cover them"):
+        fxlazy.export_program(static, example, extra_inputs=[other_size])

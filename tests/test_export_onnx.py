@@ -14,7 +14,7 @@ onnx = pytest.importorskip("onnx", reason='the onnx extra is not installed (pip 
 pytest.importorskip("onnxscript", reason='the onnx extra is not installed (pip install "fxlazy[onnx]")')
 
 import fxlazy  # noqa: E402 (imported after the skips above, like the tests that need it)
-from export_models import NoisyHead, SignFlip  # noqa: E402
+from export_models import CastToFloat, NoisyHead, SignFlip  # noqa: E402
 from fixture_models import CASES  # noqa: E402
 from fxlazy.export._static import resize_batch  # noqa: E402
 
@@ -122,3 +122,24 @@ def test_onnx_check_skipped(tmp_path):
 def test_onnx_unknown_exporter(tmp_path):
     with pytest.raises(ValueError, match=r"exporter must be 'auto', 'dynamo' or 'torchscript', got 'tflite'"):
         fxlazy.export_onnx(NoisyHead(), torch.randn(2, 3), tmp_path / "model.onnx", exporter="tflite")
+
+
+
+def test_onnx_runtime_load_failure(tmp_path):
+    # onnxruntime's CPU provider has no bfloat16 Gemm kernel (onnxruntime 1.32).
+    model = torch.nn.Sequential(torch.nn.LazyLinear(4, dtype=torch.bfloat16))
+    path = tmp_path / "bf16.onnx"
+
+    with pytest.raises(fxlazy.ExportError, match=r"onnxruntime cannot load .*bf16\.onnx: .*Gemm.* The ONNX file was written; pass check=False"):
+        fxlazy.export_onnx(model, torch.randn(2, 3, dtype=torch.bfloat16), path)
+
+    assert path.exists()
+
+
+def test_onnx_bfloat16_inputs_not_checked(tmp_path):
+    path = tmp_path / "cast.onnx"
+
+    with pytest.raises(fxlazy.ExportError, match=r"inputs \['x'\]: onnxruntime takes NumPy arrays, and NumPy has no bfloat16\. The ONNX file was written; pass check=False"):
+        fxlazy.export_onnx(CastToFloat(), torch.randn(2, 3, dtype=torch.bfloat16), path)
+
+    assert path.exists()

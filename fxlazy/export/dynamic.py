@@ -44,7 +44,7 @@ def parse_dynamic(dynamic: str | Iterable[str]) -> frozenset[str]:
     requested = frozenset([dynamic] if isinstance(dynamic, str) else dynamic)
     unknown = sorted(requested - set(DYNAMIC_AXES))
     if unknown:
-        raise ValueError(f"Unknown dynamic axes {unknown}; choose from {list(DYNAMIC_AXES)}.")
+        raise ValueError(f"Unknown dynamic axes {unknown}. Choose from {list(DYNAMIC_AXES)}.")
     return requested
 
 

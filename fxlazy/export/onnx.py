@@ -153,7 +153,14 @@ def _onnx_dynamic_dims(model: Any, names: Sequence[str]) -> dict[str, tuple[int,
 def _onnxruntime_runner(path: Path, names: Sequence[str]):
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:
+        raise ExportError(
+            f"onnxruntime cannot load {path}: {describe_failure(error)}. The ONNX file was "
+            "written; pass check=False (--no-check on the command line) to keep it without the "
+            "check, or export the model in float32 for onnxruntime's CPU kernels."
+        ) from error
     session_inputs = [i.name for i in session.get_inputs()]
 
     def run(tensors: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
@@ -163,6 +170,13 @@ def _onnxruntime_runner(path: Path, names: Sequence[str]):
             feed = {name: by_name[name] for name in session_inputs}
         else:
             feed = dict(zip(session_inputs, tensors))
+        unsupported = [name for name, tensor in feed.items() if tensor.dtype == torch.bfloat16]
+        if unsupported:
+            raise ExportError(
+                f"Cannot run the ONNX model on inputs {unsupported}: onnxruntime takes NumPy "
+                "arrays, and NumPy has no bfloat16. The ONNX file was written; pass check=False "
+                "(--no-check on the command line), or export with float32 inputs to check it."
+            )
         arrays = {name: tensor.detach().cpu().numpy() for name, tensor in feed.items()}
         return [torch.from_numpy(array) for array in session.run(None, arrays)]
 

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 from torch.utils._pytree import keystr, tree_flatten_with_path
 
-from fxlazy.errors import ExportError, ParityError
+from fxlazy.errors import ExportError, FxLazyError, ParityError
+
+from ._failures import describe_failure
 
 __all__ = [
     "Tolerance",
@@ -221,11 +223,22 @@ def run_parity_checks(
     Raises:
         ParityError: an output differs beyond ``tolerance``, or the outputs' number,
             shapes or dtypes differ.
+        ExportError: the artifact fails on an input set, or returns a value that is not
+            a tensor.
     """
     checks = []
     for inputs in input_sets:
         with torch.no_grad():
             expected = flatten_outputs(static(*inputs.tensors))
-            actual = list(run_artifact(inputs.tensors))
+            try:
+                actual = list(run_artifact(inputs.tensors))
+            except FxLazyError:
+                raise
+            except Exception as error:
+                raise ExportError(
+                    f"The {artifact} failed on {inputs.describe()}, which the static module runs: "
+                    f"{describe_failure(error)}. The artifact does not accept these inputs: export "
+                    "with dynamic dims that cover them, or leave them out of the check."
+                ) from error
         checks.append(_compare_one_set(inputs, expected, actual, tolerance, artifact))
     return tuple(checks)
