@@ -2,64 +2,33 @@
 
 The default tracer treats only torch.nn's own modules as leaves and traces into all
 others, which would run a user's ``LazyModuleMixin`` subclass on fx Proxies. Here every
-``LazyModuleMixin``, and every module that owns uninitialized tensors, is a leaf. Non-tensor example values (None, Python scalars) are
-specialized through ``concrete_args`` and their placeholders removed afterwards, so the
-graph's inputs are exactly the example's tensors.
+``LazyModuleMixin``, and every module that owns uninitialized tensors, is a leaf.
+Non-tensor example values (None, Python scalars) are specialized through
+``concrete_args`` and their placeholders removed afterwards, so the graph's inputs are
+exactly the example's tensors.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import warnings
-from collections.abc import Iterator, Mapping, Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.fx
 from torch import nn
 from torch.fx.graph import CodeGen, _PyTreeCodeGen
 from torch.fx.proxy import TraceError
-from torch.nn.modules.lazy import LazyModuleMixin
 from torch.utils import _pytree as pytree
 
 from fxlazy.errors import UntraceableModelError
 
+from .leaf_tracer import LazyLeafTracer, attributes_restored
 from .source import user_frame_of_traceback
-from .widths import owns_uninitialized_tensors
 
 __all__ = ["LazyLeafTracer", "TraceResult", "trace_with_lazy_leaves", "stack_traces_by_node"]
-
-
-class LazyLeafTracer(torch.fx.Tracer):
-    """An fx Tracer whose leaves are torch.nn's modules and every lazy module.
-
-    It collects the qualified names of the modules it traced through (the root is one
-    of them, as ``""``). With ``record_stack_traces`` it also stores the user's stack on
-    each node, which costs about as much as the rest of tracing, so materialize records
-    stacks only when it reports an error.
-    """
-
-    def __init__(self, record_stack_traces: bool = False) -> None:
-        super().__init__()
-        self.record_stack_traces = record_stack_traces
-        self.traced_through: set[str] = {""}
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        # A module that owns uninitialized tensors initializes them in its own forward
-        # or forward pre-hook, which must run on real tensors, never on Proxies.
-        if isinstance(m, LazyModuleMixin) or owns_uninitialized_tensors(m):
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
-
-    def call_module(
-        self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        qualified_name = self.path_of_module(m)
-        if not self.is_leaf_module(m, qualified_name):
-            self.traced_through.add(qualified_name)
-        return super().call_module(m, forward, args, kwargs)
 
 
 @dataclass(frozen=True)
@@ -125,32 +94,6 @@ def _drop_input_and_output_annotations(graph: torch.fx.Graph) -> None:
             node.type = None
 
 
-@contextlib.contextmanager
-def _attributes_restored(root: nn.Module) -> Iterator[None]:
-    """Undo attribute assignments that forward makes on the model's modules while traced.
-
-    Tracing runs the user's forward on Proxies. A forward that stores something on
-    ``self`` (a cache, a counter) would otherwise leave a Proxy in the user's model.
-    """
-    saved = [
-        (module, dict(module.__dict__), dict(module._parameters), dict(module._buffers), dict(module._modules))
-        for module in root.modules()
-    ]
-    try:
-        yield
-    finally:
-        for module, attributes, parameters, buffers, children in saved:
-            for current, original in (
-                (module.__dict__, attributes),
-                (module._parameters, parameters),
-                (module._buffers, buffers),
-                (module._modules, children),
-            ):
-                if current.keys() != original.keys() or any(current[k] is not v for k, v in original.items()):
-                    current.clear()
-                    current.update(original)
-
-
 def trace_with_lazy_leaves(
     root: nn.Module, concrete_args: Mapping[str, Any], record_stack_traces: bool = False
 ) -> TraceResult:
@@ -167,7 +110,7 @@ def trace_with_lazy_leaves(
             # fx warns when it cannot check a specialized value of an unfamiliar type.
             # The placeholder it would check is removed below, so nothing is lost.
             warnings.filterwarnings("ignore", message="Was not able to add assertion", category=UserWarning)
-            with _attributes_restored(root):
+            with attributes_restored(root):
                 graph = tracer.trace(root, concrete_args=dict(concrete_args) or None)
     except Exception as error:
         location = user_frame_of_traceback(error.__traceback__)

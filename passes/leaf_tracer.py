@@ -1,0 +1,72 @@
+"""The torch.fx Tracer fxlazy traces with: every lazy module is one call_module node."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import torch
+import torch.fx
+from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+
+from .widths import owns_uninitialized_tensors
+
+__all__ = ["LazyLeafTracer", "attributes_restored"]
+
+
+class LazyLeafTracer(torch.fx.Tracer):
+    """An fx Tracer whose leaves are torch.nn's modules and every lazy module.
+
+    It collects the qualified names of the modules it traced through (the root is one
+    of them, as ``""``). With ``record_stack_traces`` it also stores the user's stack on
+    each node, which costs about as much as the rest of tracing, so materialize records
+    stacks only when it reports an error.
+    """
+
+    def __init__(self, record_stack_traces: bool = False) -> None:
+        super().__init__()
+        self.record_stack_traces = record_stack_traces
+        self.traced_through: set[str] = {""}
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        # A module that owns uninitialized tensors initializes them in its own forward
+        # or forward pre-hook, which must run on real tensors, never on Proxies.
+        if isinstance(m, LazyModuleMixin) or owns_uninitialized_tensors(m):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(
+        self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        qualified_name = self.path_of_module(m)
+        if not self.is_leaf_module(m, qualified_name):
+            self.traced_through.add(qualified_name)
+        return super().call_module(m, forward, args, kwargs)
+
+
+@contextlib.contextmanager
+def attributes_restored(root: nn.Module) -> Iterator[None]:
+    """Undo attribute assignments that forward makes on the model's modules while traced.
+
+    Tracing runs the user's forward on Proxies. A forward that stores something on
+    ``self`` (a cache, a counter) would otherwise leave a Proxy in the user's model.
+    """
+    saved = [
+        (module, dict(module.__dict__), dict(module._parameters), dict(module._buffers), dict(module._modules))
+        for module in root.modules()
+    ]
+    try:
+        yield
+    finally:
+        for module, attributes, parameters, buffers, children in saved:
+            for current, original in (
+                (module.__dict__, attributes),
+                (module._parameters, parameters),
+                (module._buffers, buffers),
+                (module._modules, children),
+            ):
+                if current.keys() != original.keys() or any(current[k] is not v for k, v in original.items()):
+                    current.clear()
+                    current.update(original)
