@@ -15,6 +15,7 @@ from .errors import InvalidOptionError, UnsupportedLazyModuleError, UnusedLazyMo
 from .passes.assemble import assemble_graph_module
 from .passes.initialize import initialize_lazy_modules
 from .passes.propagate import LazyShapeProp
+from .passes.records import SPECIALIZATIONS_KEY
 from .passes.trace import stack_traces_by_node, trace_with_lazy_leaves
 from .passes.widths import is_pending_lazy, lazy_tensor_device
 
@@ -89,8 +90,10 @@ def materialize(
 
     # Phase 1: everything that can fail runs before anything is copied or changed.
     # Tracing and propagation only read the model; lazy modules run as meta twins.
-    traced = trace_with_lazy_leaves(model, inputs.specialized)
-    propagation = LazyShapeProp(model, traced.graph, lambda: stack_traces_by_node(model, inputs.specialized))
+    traced = trace_with_lazy_leaves(model, inputs.specialized, example_tensors=inputs.tensors)
+    propagation = LazyShapeProp(
+        model, traced.graph, lambda: stack_traces_by_node(model, inputs.specialized, inputs.tensors)
+    )
     propagation.propagate(*inputs.tensors.values())
     _reject_unused_lazy_modules(model, {spec.module for spec, _ in propagation.first_calls})
 
@@ -101,6 +104,7 @@ def materialize(
     gm = assemble_graph_module(
         model, traced.graph, traced.traced_through, type(model).__name__, copy_modules=not inplace, on_meta=on_meta
     )
+    gm.meta[SPECIALIZATIONS_KEY] = traced.specializations
     with _random_state(seed, _lazy_devices(model)):
         initialize_lazy_modules(gm, propagation.first_calls)
     gm.graph.lint()

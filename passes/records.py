@@ -15,6 +15,7 @@ __all__ = [
     "TENSOR_META_KEY",
     "LAZY_CALL_KEY",
     "MODEL_NAME_KEY",
+    "SPECIALIZATIONS_KEY",
     "LazyCallRecord",
     "CallSpec",
     "TensorSpec",
@@ -25,6 +26,9 @@ __all__ = [
 TENSOR_META_KEY = "tensor_meta"
 # The key of a LazyCallRecord on each call_module node of a materialized lazy module.
 LAZY_CALL_KEY = "fxlazy_lazy_call"
+# The key in ``gm.meta`` of the shape-dependent conditions the trace resolved with the
+# example's shapes, as a tuple of "source line: value" strings; empty for a general trace.
+SPECIALIZATIONS_KEY = "fxlazy_specializations"
 # The key in ``gm.meta`` of the model's class name, which a deep copy of the GraphModule
 # does not keep as its class name.
 MODEL_NAME_KEY = "fxlazy_model_name"

@@ -45,6 +45,14 @@ def user_frame_of_traceback(tb: TracebackType | None) -> str | None:
     return None
 
 
+def current_user_frame() -> str | None:
+    """Describe the innermost frame of the current call stack that belongs to user code."""
+    for frame in reversed(traceback.extract_stack()):
+        if _is_user_file(frame.filename):
+            return _describe(frame.filename, frame.lineno or "?", frame.name, frame.line)
+    return None
+
+
 def user_frame_of_node(node: torch.fx.Node) -> str | None:
     """Describe the user's source line that created ``node``, or return None.
 

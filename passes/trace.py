@@ -27,16 +27,25 @@ from fxlazy.errors import UntraceableModelError
 
 from .leaf_tracer import LazyLeafTracer, attributes_restored
 from .source import user_frame_of_traceback
+from .specialize import SpecializingTracer, remove_unused_conditions
 
 __all__ = ["LazyLeafTracer", "TraceResult", "trace_with_lazy_leaves", "stack_traces_by_node"]
 
 
 @dataclass(frozen=True)
 class TraceResult:
-    """A traced graph and the qualified names of the modules whose forward it inlines."""
+    """A traced graph and what the trace learned about the model.
+
+    Attributes:
+        graph: the traced graph.
+        traced_through: qualified names of the modules whose forward the graph inlines.
+        specializations: the shape-dependent conditions resolved with the example's
+            values, each as its source line and value; empty for a general trace.
+    """
 
     graph: torch.fx.Graph
     traced_through: frozenset[str]
+    specializations: tuple[str, ...] = ()
 
 
 def _remove_specialized_placeholders(graph: torch.fx.Graph, tensor_inputs: Set[str]) -> None:
@@ -94,43 +103,74 @@ def _drop_input_and_output_annotations(graph: torch.fx.Graph) -> None:
             node.type = None
 
 
+def _untraceable_error(root: nn.Module, error: Exception, shapes_known: bool) -> UntraceableModelError:
+    location = user_frame_of_traceback(error.__traceback__)
+    where = f"\n  at {location}" if location else ""
+    if isinstance(error, TraceError) and shapes_known:
+        remedy = (
+            "Python control flow that depends on tensor values (if, while or assert on a "
+            "tensor's contents) cannot be traced. Conditions on shapes were resolved with the "
+            "example's shapes, so this one reads values. Rewrite the branch with tensor "
+            "operations such as torch.where, or decide it with a plain Python flag set when "
+            "the model is built."
+        )
+    elif isinstance(error, TraceError):
+        remedy = (
+            "Python control flow that depends on tensor shapes or values (if, while, assert) "
+            "cannot be traced without an example. Pass an example input, which resolves "
+            "conditions on shapes, or rewrite the branch with tensor operations such as torch.where."
+        )
+    else:
+        remedy = (
+            "If forward raises this on purpose for inputs like the example, pass an example it "
+            "accepts. Otherwise: torch.fx passes Proxy objects in place of tensors, so code that "
+            "needs concrete values (int() or float() of a tensor, .item(), .tolist(), NumPy "
+            "conversion) cannot be traced. Compute the value with tensor operations, or move "
+            "that code out of forward."
+        )
+    return UntraceableModelError(
+        f"torch.fx cannot trace {type(root).__name__}.forward: {type(error).__name__}: {error}{where}\n{remedy}"
+    )
+
+
+def _run_tracer(tracer: LazyLeafTracer, root: nn.Module, concrete_args: Mapping[str, Any]) -> torch.fx.Graph:
+    with warnings.catch_warnings():
+        # fx warns when it cannot check a specialized value of an unfamiliar type.
+        # The placeholder it would check is removed afterwards, so nothing is lost.
+        warnings.filterwarnings("ignore", message="Was not able to add assertion", category=UserWarning)
+        with attributes_restored(root):
+            return tracer.trace(root, concrete_args=dict(concrete_args) or None)
+
+
 def trace_with_lazy_leaves(
-    root: nn.Module, concrete_args: Mapping[str, Any], record_stack_traces: bool = False
+    root: nn.Module,
+    concrete_args: Mapping[str, Any],
+    record_stack_traces: bool = False,
+    example_tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> TraceResult:
     """Trace ``root.forward``, specializing the arguments in ``concrete_args``.
 
-    Every other argument of ``forward`` becomes a tensor input of the graph.
+    Every other argument of ``forward`` becomes a tensor input of the graph. When
+    forward branches on a tensor's shape and ``example_tensors`` is given, the model is
+    traced again with the branches the example takes (see ``passes/specialize.py``).
 
     Raises:
         UntraceableModelError: torch.fx failed; the message names the user's source line.
     """
     tracer = LazyLeafTracer(record_stack_traces)
     try:
-        with warnings.catch_warnings():
-            # fx warns when it cannot check a specialized value of an unfamiliar type.
-            # The placeholder it would check is removed below, so nothing is lost.
-            warnings.filterwarnings("ignore", message="Was not able to add assertion", category=UserWarning)
-            with attributes_restored(root):
-                graph = tracer.trace(root, concrete_args=dict(concrete_args) or None)
+        graph = _run_tracer(tracer, root, concrete_args)
+    except TraceError as error:
+        if example_tensors is None:
+            raise _untraceable_error(root, error, shapes_known=False) from error
+        tracer = SpecializingTracer(example_tensors, concrete_args, record_stack_traces)
+        try:
+            graph = _run_tracer(tracer, root, concrete_args)
+        except Exception as specialized_error:
+            raise _untraceable_error(root, specialized_error, shapes_known=True) from specialized_error
+        remove_unused_conditions(graph)
     except Exception as error:
-        location = user_frame_of_traceback(error.__traceback__)
-        where = f"\n  at {location}" if location else ""
-        if isinstance(error, TraceError):
-            remedy = (
-                "Python control flow that depends on tensor shapes or values (if, while, assert, "
-                "len() on a tensor) cannot be traced. Rewrite the branch with tensor operations "
-                "such as torch.where, or decide it with a plain Python flag set when the model is built."
-            )
-        else:
-            remedy = (
-                "torch.fx passes Proxy objects in place of tensors, so code that needs concrete "
-                "values (int() or float() of a tensor, .item(), .tolist(), NumPy conversion) "
-                "cannot be traced. Compute the value with tensor operations, or move that code "
-                "out of forward."
-            )
-        raise UntraceableModelError(
-            f"torch.fx cannot trace {type(root).__name__}.forward: {type(error).__name__}: {error}{where}\n{remedy}"
-        ) from error
+        raise _untraceable_error(root, error, shapes_known=example_tensors is not None) from error
 
     tensor_inputs = {
         name for name in inspect.signature(root.forward).parameters if name not in concrete_args
@@ -138,13 +178,16 @@ def trace_with_lazy_leaves(
     _remove_specialized_placeholders(graph, tensor_inputs)
     _use_plain_codegen(graph)
     _drop_input_and_output_annotations(graph)
-    return TraceResult(graph, frozenset(tracer.traced_through))
+    decisions = tuple(getattr(tracer, "decisions", ()))
+    return TraceResult(graph, frozenset(tracer.traced_through), decisions)
 
 
-def stack_traces_by_node(root: nn.Module, concrete_args: Mapping[str, Any]) -> dict[str, str | None]:
+def stack_traces_by_node(
+    root: nn.Module, concrete_args: Mapping[str, Any], example_tensors: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, str | None]:
     """Trace ``root`` again with stack recording and return each node's stack trace by node name.
 
     Tracing is deterministic, so the node names equal those of the first trace.
     """
-    graph = trace_with_lazy_leaves(root, concrete_args, record_stack_traces=True).graph
+    graph = trace_with_lazy_leaves(root, concrete_args, True, example_tensors).graph
     return {node.name: node.stack_trace for node in graph.nodes}

@@ -55,17 +55,6 @@ class ContainerInput(nn.Module):
         return self.proj(inputs[0])
 
 
-class ShapeBranch(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.LazyConv2d(4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] == 64:
-            x = x * 2
-        return self.conv(x)
-
-
 class ValueBranch(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -367,18 +356,6 @@ ERROR_CASES = [
         lambda: (ContainerInput(), (), {"inputs": {0: torch.randn(2, 4)}}),
         fxlazy.ExampleInputError,
         r"Argument 'inputs' of ContainerInput\.forward is a dict that contains tensors",
-    ),
-    ErrorCase(
-        "branch-on-shape",
-        lambda: (ShapeBranch(), (torch.randn(1, 64, 2, 2),), {}),
-        fxlazy.UntraceableModelError,
-        r"torch\.fx cannot trace ShapeBranch\.forward: TraceError",
-        fragments=(
-            "test_errors.py",
-            _source_location(ShapeBranch.forward, "if x.shape[1] == 64:"),
-            "if x.shape[1] == 64:",
-        ),
-        cause=torch.fx.proxy.TraceError,
     ),
     ErrorCase(
         "branch-on-value",
