@@ -18,7 +18,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.utils._pytree import tree_flatten
 
-from .passes.records import LAZY_CALL_KEY, MODEL_NAME_KEY, TENSOR_META_KEY, LazyCallRecord
+from .passes.records import LAZY_CALL_KEY, MODEL_NAME_KEY, SPECIALIZATIONS_KEY, TENSOR_META_KEY, LazyCallRecord
 
 __all__ = [
     "Shape",
@@ -161,6 +161,8 @@ class CollectedRows:
     layers: tuple[LayerRow, ...]
     nodes: tuple[NodeRow, ...]
     totals: ModelTotals
+    # Shape conditions the trace resolved with the example's shapes, as "source: value".
+    specializations: tuple[str, ...] = ()
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -337,6 +339,7 @@ def collect_rows(gm: torch.fx.GraphModule) -> CollectedRows:
         layers=_collect_layers(gm),
         nodes=nodes,
         totals=_model_totals(gm, used),
+        specializations=tuple(gm.meta.get(SPECIALIZATIONS_KEY, ())),
     )
 
 

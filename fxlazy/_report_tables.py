@@ -146,6 +146,11 @@ def _bytes(count: int) -> str:
     return _plural(count, "byte")
 
 
+def _specialization_lines(collected: CollectedRows) -> list[str]:
+    """Name each shape condition the trace resolved, so readers know the graph is specialized."""
+    return [f"Specialized to the example's shapes at {decision}" for decision in collected.specializations]
+
+
 def _lazy_footer(collected: CollectedRows) -> list[str]:
     totals = collected.totals
     layers = collected.layers
@@ -287,14 +292,14 @@ def build_table(collected: CollectedRows, view: str, depth: int | None, columns:
     if view == "lazy":
         rows = [_layer_cells(row) for row in collected.layers]
         indents = [0] * len(rows)
-        footer = _lazy_footer(collected)
+        footer = _lazy_footer(collected) + _specialization_lines(collected)
     elif depth is None:
         rows = [_node_cells(node) for node in collected.nodes]
         indents = [0] * len(rows)
-        footer = _graph_footer(collected)
+        footer = _graph_footer(collected) + _specialization_lines(collected)
     else:
         rows, indents = _grouped_rows(collected.nodes, depth)
-        footer = _graph_footer(collected)
+        footer = _graph_footer(collected) + _specialization_lines(collected)
     keys = [column.key for column in columns]
     selected = [{key: row[key] for key in keys} for row in rows]
     return Table(columns, selected, indents, footer)

@@ -68,8 +68,10 @@ class ShapeReport:
         view: str = "lazy",
         depth: int | None = None,
         columns: Sequence[str] | None = None,
+        specializations: Sequence[str] = (),
     ) -> None:
         self._columns = validate_view(view, depth, columns)
+        self.specializations: tuple[str, ...] = tuple(specializations)
         self.model_name = model_name
         self.rows: tuple[LayerRow, ...] = tuple(rows)
         self.nodes: tuple[NodeRow, ...] = tuple(nodes)
@@ -143,10 +145,19 @@ class ShapeReport:
         return self._with_view("graph", depth, columns)
 
     def _with_view(self, view: str, depth: int | None, columns: Sequence[str] | None) -> ShapeReport:
-        return ShapeReport(self.model_name, self.rows, self.nodes, self.totals, view=view, depth=depth, columns=columns)
+        return ShapeReport(
+            self.model_name,
+            self.rows,
+            self.nodes,
+            self.totals,
+            view=view,
+            depth=depth,
+            columns=columns,
+            specializations=self.specializations,
+        )
 
     def _table(self) -> Table:
-        collected = CollectedRows(self.model_name, self.rows, self.nodes, self.totals)
+        collected = CollectedRows(self.model_name, self.rows, self.nodes, self.totals, self.specializations)
         return build_table(collected, self.view, self.depth, self._columns)
 
     def table_rows(self) -> list[list[str]]:
@@ -210,6 +221,7 @@ class ShapeReport:
             "schema": _SCHEMA_NAME,
             "version": REPORT_SCHEMA_VERSION,
             "model": self.model_name,
+            "specializations": list(self.specializations),
             "layers": [_layer_dict(row) for row in self.rows],
             "nodes": [_node_dict(node) for node in self.nodes],
             "totals": {
@@ -332,4 +344,10 @@ def shape_report(
             "infer shapes from. Pass one, as to fxlazy.materialize: fxlazy.shape_report(model, example)."
         )
     collected = collect_rows(gm)
-    return ShapeReport(collected.model_name, collected.layers, collected.nodes, collected.totals)
+    return ShapeReport(
+        collected.model_name,
+        collected.layers,
+        collected.nodes,
+        collected.totals,
+        specializations=collected.specializations,
+    )

@@ -126,3 +126,13 @@ def test_specialized_result_exports():
     scripted = torch.jit.script(static)
     with torch.no_grad():
         assert torch.equal(scripted(x), static(x))
+
+
+def test_report_names_specialization():
+    report = fxlazy.shape_report(fxlazy.materialize(ChannelSwitch(), torch.randn(1, 64, 8, 8)))
+    line = source_line_of(ChannelSwitch.forward, "if x.shape[1] == 64:")
+
+    expected = f"Specialized to the example's shapes at {__file__}:{line} in forward (`if x.shape[1] == 64:`): True"
+    assert str(report).splitlines()[-1] == expected
+    assert report.graph_view().to_string().splitlines()[-1] == expected
+    assert report.to_dict()["specializations"] == [expected.removeprefix("Specialized to the example's shapes at ")]
