@@ -81,7 +81,7 @@ _EPILOG = """\
 examples:
   python -m fxlazy --example dcgan
   fxlazy report models/net.py:build --input 2,3,64,64
-  fxlazy report mypackage.models:Decoder --weights decoder.pt --format markdown
+  fxlazy report mypackage.models:Decoder --input 1x256x4x4 --weights decoder.pt --format markdown
   fxlazy export models/net.py:Net --input 1x3x224x224 --to onnx -o net.onnx --dynamic batch
 
 Run 'fxlazy COMMAND --help' for the options of a command."""
