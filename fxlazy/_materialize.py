@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -11,7 +11,7 @@ import torch.fx
 from torch import nn
 
 from ._inputs import bind_example
-from .errors import InvalidOptionError, UnsupportedLazyModuleError, UnusedLazyModuleError
+from .errors import InvalidOptionError, LazyDeviceMismatchError, UnsupportedLazyModuleError, UnusedLazyModuleError
 from .passes.assemble import assemble_graph_module
 from .passes.initialize import initialize_lazy_modules
 from .passes.propagate import LazyShapeProp
@@ -74,6 +74,8 @@ def materialize(
         UnusedLazyModuleError: forward never calls a lazy module for this example.
         UnsupportedLazyModuleError: the model itself is a lazy module.
         InvalidOptionError: ``device`` is not None or meta, or meta with ``inplace``.
+        LazyDeviceMismatchError: a lazy module is on another device than the example.
+        ModuleCreatedInForwardError: forward builds a module on every call.
 
     Example:
         >>> import torch, fxlazy
@@ -87,6 +89,7 @@ def materialize(
     on_meta = _validate_device(device, inplace)
     inputs = bind_example(model, example, example_kwargs)
     _reject_unsupported_lazy_tensors(model)
+    _check_lazy_devices(model, inputs.tensors.values())
 
     # Phase 1: everything that can fail runs before anything is copied or changed.
     # Tracing and propagation only read the model; lazy modules run as meta twins.
@@ -135,6 +138,23 @@ def _reject_unsupported_lazy_tensors(model: nn.Module) -> None:
             "no call of it to infer its width from. Wrap it in a container, for example "
             "nn.Sequential(model), and materialize that."
         )
+
+
+def _check_lazy_devices(model: nn.Module, tensors: Iterable[torch.Tensor]) -> None:
+    """Reject lazy modules built on another device than the one all example tensors share."""
+    devices = {tensor.device for tensor in tensors}
+    if len(devices) != 1:
+        return
+    example_device = devices.pop()
+    for name, module in model.named_modules():
+        declared = lazy_tensor_device(module) if is_pending_lazy(module) else None
+        if declared is not None and declared != example_device:
+            raise LazyDeviceMismatchError(
+                f"Lazy module '{name}' ({type(module).__name__}) was built on device {declared}, but the "
+                f"example's tensors are on {example_device}, so an eager forward would fail. Move the "
+                f"example with .to('{declared}'), or build the model on {example_device} (the lazy "
+                "module's device= argument, or model.to(...) before materializing)."
+            )
 
 
 def _reject_unused_lazy_modules(root: nn.Module, called: set[str]) -> None:

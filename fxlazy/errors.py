@@ -14,8 +14,10 @@ __all__ = [
     "ExampleInputError",
     "ModelCopyError",
     "UntraceableModelError",
+    "ModuleCreatedInForwardError",
     "ShapePropagationError",
     "LazyDtypeMismatchError",
+    "LazyDeviceMismatchError",
     "SharedLazyModuleError",
     "LazyInitializationError",
     "UnusedLazyModuleError",
@@ -46,12 +48,20 @@ class UntraceableModelError(FxLazyError):
     """torch.fx could not trace the model's ``forward``."""
 
 
+class ModuleCreatedInForwardError(UntraceableModelError):
+    """The model's forward builds a module on every call instead of owning it."""
+
+
 class ShapePropagationError(FxLazyError):
     """A graph node failed while shapes were propagated on meta tensors."""
 
 
 class LazyDtypeMismatchError(FxLazyError, TypeError):
     """A lazy module receives an input whose dtype differs from the module's own dtype."""
+
+
+class LazyDeviceMismatchError(FxLazyError, ValueError):
+    """A lazy module lives on another device than the example's tensors."""
 
 
 class SharedLazyModuleError(FxLazyError, ValueError):

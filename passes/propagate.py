@@ -27,6 +27,7 @@ from torch.utils._pytree import tree_flatten
 
 from fxlazy.errors import (
     FxLazyError,
+    LazyInitializationError,
     ModelCopyError,
     LazyDtypeMismatchError,
     ShapePropagationError,
@@ -232,6 +233,7 @@ class LazyShapeProp(torch.fx.Interpreter):
 
         state = self._lazy.get(target)
         if state is None:
+            self._check_lazy_tensors_intact(target, module)
             self._check_dtype(target, module, node, first_input)
             spec = CallSpec(target, map_aggregate(args, _tensor_spec), map_aggregate(kwargs, _tensor_spec))
             state = _LazyState(self._first_call_record(target, module, args, kwargs), node, spec, _shapes_of((args, kwargs)), width)
@@ -295,6 +297,19 @@ class LazyShapeProp(torch.fx.Interpreter):
             state.record = dataclasses.replace(state.record, concrete_class=type(twin).__name__, inferred=inferred)
         state.twin = twin
         return twin
+
+    def _check_lazy_tensors_intact(self, target: str, module: nn.Module) -> None:
+        """Reject a lazy module whose uninitialized tensors were replaced by empty ones."""
+        if not isinstance(module, LazyModuleMixin) or module.has_uninitialized_params():
+            return
+        empty = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if t.numel() == 0]
+        if empty:
+            raise LazyInitializationError(
+                f"Lazy module '{target}' ({type(module).__name__}) has zero-size tensors {empty} in place "
+                "of its uninitialized parameters, so it cannot infer its widths. model.to('meta'), "
+                "to_empty() or a similar conversion before the first call replaces them. Build the "
+                "model again and convert it after materializing, or materialize with device='meta'."
+            )
 
     def _check_dtype(self, target: str, module: nn.Module, node: torch.fx.Node, first_input: torch.Tensor | None) -> None:
         declared = lazy_tensor_dtype(module)

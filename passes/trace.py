@@ -23,7 +23,7 @@ from torch.fx.graph import CodeGen, _PyTreeCodeGen
 from torch.fx.proxy import TraceError
 from torch.utils import _pytree as pytree
 
-from fxlazy.errors import UntraceableModelError
+from fxlazy.errors import ModuleCreatedInForwardError, UntraceableModelError
 
 from .leaf_tracer import LazyLeafTracer, attributes_restored
 from .source import user_frame_of_traceback
@@ -103,9 +103,38 @@ def _drop_input_and_output_annotations(graph: torch.fx.Graph) -> None:
             node.type = None
 
 
+def _module_built_in_forward(error: Exception) -> nn.Module | None:
+    """Return the module whose ``__init__`` or first call failed the trace, if forward built it.
+
+    A module built in forward is not a submodule of the model. torch.fx then fails
+    either inside its ``__init__`` (its widths are Proxies) or when it is called.
+    """
+    tb = error.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        candidate = frame.f_locals.get("self") if frame.f_code.co_name == "__init__" else None
+        if isinstance(candidate, nn.Module):
+            return candidate
+        if frame.f_code.co_name == "path_of_module" and isinstance(frame.f_locals.get("mod"), nn.Module):
+            return frame.f_locals["mod"]
+        tb = tb.tb_next
+    return None
+
+
 def _untraceable_error(root: nn.Module, error: Exception, shapes_known: bool) -> UntraceableModelError:
     location = user_frame_of_traceback(error.__traceback__)
     where = f"\n  at {location}" if location else ""
+    built = _module_built_in_forward(error)
+    if built is not None:
+        class_name = type(built).__name__
+        lazy_class = getattr(nn, f"Lazy{class_name}", None)
+        suggestion = f", or nn.{lazy_class.__name__}, which infers its input width at the first call" if lazy_class else ""
+        return ModuleCreatedInForwardError(
+            f"{type(root).__name__}.forward builds a {class_name} on every call{where}\n"
+            "Its weights are new random values at each call, and it is not a submodule, so no "
+            "optimizer, state_dict or tracer sees it. Create it once in __init__ and call it in "
+            f"forward: an nn.{class_name} with its widths written out{suggestion}."
+        )
     if isinstance(error, TraceError) and shapes_known:
         remedy = (
             "Python control flow that depends on tensor values (if, while or assert on a "

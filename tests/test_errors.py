@@ -55,6 +55,22 @@ class ContainerInput(nn.Module):
         return self.proj(inputs[0])
 
 
+class BuildsLayerInForward(nn.Module):
+    """A hand-written "lazy" layer: it builds a ConvTranspose2d from the input's channels on every call."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = nn.ConvTranspose2d(x.shape[1], 32, kernel_size=3, stride=2)
+        return up(x)
+
+
+class CallsLayerBuiltInForward(nn.Module):
+    """Builds a ConvTranspose2d with fixed widths in forward, then calls it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = nn.ConvTranspose2d(64, 32, kernel_size=3, stride=2)
+        return up(x)
+
+
 class ValueBranch(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -356,6 +372,38 @@ ERROR_CASES = [
         lambda: (ContainerInput(), (), {"inputs": {0: torch.randn(2, 4)}}),
         fxlazy.ExampleInputError,
         r"Argument 'inputs' of ContainerInput\.forward is a dict that contains tensors",
+    ),
+    ErrorCase(
+        "module-built-in-forward",
+        lambda: (BuildsLayerInForward(), (torch.randn(1, 64, 8, 8),), {}),
+        fxlazy.ModuleCreatedInForwardError,
+        r"BuildsLayerInForward\.forward builds a ConvTranspose2d on every call",
+        fragments=(
+            _source_location(BuildsLayerInForward.forward, "up = nn.ConvTranspose2d("),
+            "new random values at each call",
+            "nn.LazyConvTranspose2d",
+        ),
+    ),
+    ErrorCase(
+        "module-called-after-built-in-forward",
+        lambda: (CallsLayerBuiltInForward(), (torch.randn(1, 64, 8, 8),), {}),
+        fxlazy.ModuleCreatedInForwardError,
+        r"CallsLayerBuiltInForward\.forward builds a ConvTranspose2d on every call",
+        fragments=(_source_location(CallsLayerBuiltInForward.forward, "return up(x)"), "Create it once in __init__"),
+    ),
+    ErrorCase(
+        "lazy-module-on-other-device",
+        lambda: (nn.Sequential(nn.LazyLinear(3, device="meta")), (torch.randn(2, 4),), {}),
+        fxlazy.LazyDeviceMismatchError,
+        r"Lazy module '0' \(LazyLinear\) was built on device meta, but the example's tensors are on cpu",
+        fragments=(".to('meta')",),
+    ),
+    ErrorCase(
+        "lazy-model-moved-to-meta",
+        lambda: (nn.Sequential(nn.LazyLinear(3)).to("meta"), (torch.randn(2, 4),), {}),
+        fxlazy.LazyInitializationError,
+        r"Lazy module '0' \(LazyLinear\) has zero-size tensors \['weight', 'bias'\]",
+        fragments=("model.to('meta')", "device='meta'"),
     ),
     ErrorCase(
         "branch-on-value",
