@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,11 +11,12 @@ import torch.fx
 from torch import nn
 
 from ._inputs import bind_example
+from ._several_examples import check_examples_agree, dynamic_dims
 from .errors import InvalidOptionError, LazyDeviceMismatchError, UnsupportedLazyModuleError, UnusedLazyModuleError
 from .passes.assemble import assemble_graph_module
 from .passes.initialize import initialize_lazy_modules
 from .passes.propagate import LazyShapeProp
-from .passes.records import SPECIALIZATIONS_KEY
+from .passes.records import DYNAMIC_DIMS_KEY, SPECIALIZATIONS_KEY
 from .passes.trace import stack_traces_by_node, trace_with_lazy_leaves
 from .passes.widths import is_pending_lazy, lazy_tensor_device
 
@@ -30,6 +31,7 @@ def materialize(
     inplace: bool = False,
     seed: int | None = None,
     device: torch.device | str | None = None,
+    more_examples: Sequence[Any] = (),
 ) -> torch.fx.GraphModule:
     """Trace ``model`` and return a static GraphModule with every lazy module materialized.
 
@@ -52,6 +54,10 @@ def materialize(
         seed: when given, initialize from ``torch.manual_seed(seed)`` and restore the
             global random state afterwards. When None, draw from the global generator
             exactly as an eager dry run would.
+        more_examples: further examples, each given like ``example`` (keyword arguments
+            are taken from ``example_kwargs``). Each must give every lazy module the same
+            widths and take the same branches of forward; dims whose sizes differ are
+            recorded as dynamic in ``gm.meta["fxlazy_dynamic_dims"]`` and in the report.
         device: ``"meta"`` returns every parameter and buffer on the meta device, without
             memory and without drawing random numbers, for models too large to initialize
             here. Allocate them later with ``gm.to_empty(device=...)``, then call each
@@ -88,6 +94,7 @@ def materialize(
     """
     on_meta = _validate_device(device, inplace)
     inputs = bind_example(model, example, example_kwargs)
+    further = [bind_example(model, other, example_kwargs) for other in more_examples]
     _reject_unsupported_lazy_tensors(model)
     _check_lazy_devices(model, inputs.tensors.values())
 
@@ -98,6 +105,7 @@ def materialize(
         model, traced.graph, lambda: stack_traces_by_node(model, inputs.specialized, inputs.tensors)
     )
     propagation.propagate(*inputs.tensors.values())
+    check_examples_agree(model, inputs, traced, propagation, further)
     _reject_unused_lazy_modules(model, {spec.module for spec, _ in propagation.first_calls})
 
     # Phase 2: build the GraphModule over copies of the leaves (or the model's own leaves
@@ -108,6 +116,7 @@ def materialize(
         model, traced.graph, traced.traced_through, type(model).__name__, copy_modules=not inplace, on_meta=on_meta
     )
     gm.meta[SPECIALIZATIONS_KEY] = traced.specializations
+    gm.meta[DYNAMIC_DIMS_KEY] = dynamic_dims([inputs, *further])
     with _random_state(seed, _lazy_devices(model)):
         initialize_lazy_modules(gm, propagation.first_calls)
     gm.graph.lint()

@@ -18,7 +18,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.utils._pytree import tree_flatten
 
-from .passes.records import LAZY_CALL_KEY, MODEL_NAME_KEY, SPECIALIZATIONS_KEY, TENSOR_META_KEY, LazyCallRecord
+from .passes.records import LAZY_CALL_KEY, MODEL_NAME_KEY, DYNAMIC_DIMS_KEY, SPECIALIZATIONS_KEY, TENSOR_META_KEY, LazyCallRecord
 
 __all__ = [
     "Shape",
@@ -163,6 +163,8 @@ class CollectedRows:
     totals: ModelTotals
     # Shape conditions the trace resolved with the example's shapes, as "source: value".
     specializations: tuple[str, ...] = ()
+    # Input dims whose sizes differ across the examples, by input name.
+    dynamic_dims: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -340,6 +342,7 @@ def collect_rows(gm: torch.fx.GraphModule) -> CollectedRows:
         nodes=nodes,
         totals=_model_totals(gm, used),
         specializations=tuple(gm.meta.get(SPECIALIZATIONS_KEY, ())),
+        dynamic_dims=tuple(gm.meta.get(DYNAMIC_DIMS_KEY, {}).items()),
     )
 
 

@@ -148,7 +148,10 @@ def _bytes(count: int) -> str:
 
 def _specialization_lines(collected: CollectedRows) -> list[str]:
     """Name each shape condition the trace resolved, so readers know the graph is specialized."""
-    return [f"Specialized to the example's shapes at {decision}" for decision in collected.specializations]
+    lines = [f"Specialized to the example's shapes at {decision}" for decision in collected.specializations]
+    for name, dims in collected.dynamic_dims:
+        lines.append(f"Dynamic across the examples: '{name}' dims {', '.join(map(str, dims))}")
+    return lines
 
 
 def _lazy_footer(collected: CollectedRows) -> list[str]:

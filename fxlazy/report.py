@@ -69,9 +69,11 @@ class ShapeReport:
         depth: int | None = None,
         columns: Sequence[str] | None = None,
         specializations: Sequence[str] = (),
+        dynamic_dims: Sequence[tuple[str, tuple[int, ...]]] = (),
     ) -> None:
         self._columns = validate_view(view, depth, columns)
         self.specializations: tuple[str, ...] = tuple(specializations)
+        self.dynamic_dims: tuple[tuple[str, tuple[int, ...]], ...] = tuple(dynamic_dims)
         self.model_name = model_name
         self.rows: tuple[LayerRow, ...] = tuple(rows)
         self.nodes: tuple[NodeRow, ...] = tuple(nodes)
@@ -154,10 +156,13 @@ class ShapeReport:
             depth=depth,
             columns=columns,
             specializations=self.specializations,
+            dynamic_dims=self.dynamic_dims,
         )
 
     def _table(self) -> Table:
-        collected = CollectedRows(self.model_name, self.rows, self.nodes, self.totals, self.specializations)
+        collected = CollectedRows(
+            self.model_name, self.rows, self.nodes, self.totals, self.specializations, self.dynamic_dims
+        )
         return build_table(collected, self.view, self.depth, self._columns)
 
     def table_rows(self) -> list[list[str]]:
@@ -222,6 +227,7 @@ class ShapeReport:
             "version": REPORT_SCHEMA_VERSION,
             "model": self.model_name,
             "specializations": list(self.specializations),
+            "dynamic_dims": {name: list(dims) for name, dims in self.dynamic_dims},
             "layers": [_layer_dict(row) for row in self.rows],
             "nodes": [_node_dict(node) for node in self.nodes],
             "totals": {
@@ -350,4 +356,5 @@ def shape_report(
         collected.nodes,
         collected.totals,
         specializations=collected.specializations,
+        dynamic_dims=collected.dynamic_dims,
     )

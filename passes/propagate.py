@@ -190,6 +190,10 @@ class LazyShapeProp(torch.fx.Interpreter):
             )
         return getattr(self._twin_of(state, self.fetch_attr(owner_path)), attribute)
 
+    def inferred_by_module(self) -> dict[str, tuple[dict[str, int], str]]:
+        """Return each lazy module's inferred arguments and its first call's node name."""
+        return {target: (dict(state.record.inferred), state.first_node.name) for target, state in self._lazy.items()}
+
     def _describe(self, node: torch.fx.Node) -> str:
         """Describe ``node`` for an error message, with its user source line where known."""
         if node.stack_trace is None and self._stack_traces is not None:

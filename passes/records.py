@@ -16,6 +16,7 @@ __all__ = [
     "LAZY_CALL_KEY",
     "MODEL_NAME_KEY",
     "SPECIALIZATIONS_KEY",
+    "DYNAMIC_DIMS_KEY",
     "LazyCallRecord",
     "CallSpec",
     "TensorSpec",
@@ -29,6 +30,9 @@ LAZY_CALL_KEY = "fxlazy_lazy_call"
 # The key in ``gm.meta`` of the shape-dependent conditions the trace resolved with the
 # example's shapes, as a tuple of "source line: value" strings; empty for a general trace.
 SPECIALIZATIONS_KEY = "fxlazy_specializations"
+# The key in ``gm.meta`` of the input dims whose sizes differ across the examples given to
+# materialize, as {input name: tuple of dims}; empty for a single example.
+DYNAMIC_DIMS_KEY = "fxlazy_dynamic_dims"
 # The key in ``gm.meta`` of the model's class name, which a deep copy of the GraphModule
 # does not keep as its class name.
 MODEL_NAME_KEY = "fxlazy_model_name"

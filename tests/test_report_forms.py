@@ -274,7 +274,7 @@ def test_json_values_match_forward(materialized, model):
 def test_json_keys(materialized):
     data = materialized["report-net"].report.to_dict()
 
-    assert list(data) == ["schema", "version", "model", "specializations", "layers", "nodes", "totals"]
+    assert list(data) == ["schema", "version", "model", "specializations", "dynamic_dims", "layers", "nodes", "totals"]
     assert list(data["layers"][0]) == [
         "name", "call_sites", "lazy_class", "concrete_class", "inferred", "source", "output",
         "input_shapes", "output_shapes", "dtype", "parameters", "parameter_bytes",
