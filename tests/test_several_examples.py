@@ -74,3 +74,28 @@ def test_other_branch_rejected():
 def test_bad_further_example(more, match):
     with pytest.raises(fxlazy.ExampleInputError, match=match):
         fxlazy.materialize(nn.Sequential(nn.LazyLinear(3)), torch.randn(2, 4), more_examples=more)
+
+
+def test_export_takes_dynamic_dims_from_examples():
+    model = nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU())
+    x = torch.randn(2, 3, 9, 9)
+    static = fxlazy.materialize(model, x, more_examples=[torch.randn(5, 3, 9, 9)])
+
+    result = fxlazy.export_program(static, x)
+
+    assert result.dynamic_dims == {"input": (0,)}
+    assert [check.inputs for check in result.checks] == ["example", "example at batch 3"]
+    program = result.artifact.module()
+    assert program(torch.randn(5, 3, 9, 9)).shape == (5, 4, 7, 7)
+
+
+def test_onnx_takes_dynamic_dims_from_examples(tmp_path):
+    pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install -e '.[onnx]'")
+    model = nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU())
+    x = torch.randn(2, 3, 9, 9)
+    static = fxlazy.materialize(model, x, more_examples=[torch.randn(5, 3, 9, 9)])
+
+    result = fxlazy.export_onnx(static, x, tmp_path / "model.onnx")
+
+    assert result.dynamic_dims == {"input": (0,)}
+    assert len(result.checks) == 2

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.export import Dim
 
+from ..passes.records import DYNAMIC_DIMS_KEY
 from ._static import resize_batch, shared_batch_size
 from .result import ExportWarning
 
@@ -31,6 +32,7 @@ __all__ = [
     "onnx_dynamic_axes",
     "warn_about_static_dims",
     "check_batch_request",
+    "axes_from_examples",
 ]
 
 DYNAMIC_AXES = ("batch", "spatial")
@@ -46,6 +48,23 @@ def parse_dynamic(dynamic: str | Iterable[str]) -> frozenset[str]:
     if unknown:
         raise ValueError(f"Unknown dynamic axes {unknown}. Choose from {list(DYNAMIC_AXES)}.")
     return requested
+
+
+def axes_from_examples(static: torch.nn.Module) -> frozenset[str]:
+    """Return the axes the examples given to materialize showed to vary, for a default request.
+
+    materialize records, with several examples, the dims whose sizes differed. A varying
+    dim 0 asks for ``batch``, and a varying dim 2 or up asks for ``spatial``.
+    """
+    meta = getattr(static, "meta", None)
+    varying = meta.get(DYNAMIC_DIMS_KEY, {}) if isinstance(meta, dict) else {}
+    axes = set()
+    for dims in varying.values():
+        if 0 in dims:
+            axes.add("batch")
+        if any(dim >= _FIRST_SPATIAL_DIM for dim in dims):
+            axes.add("spatial")
+    return frozenset(axes)
 
 
 def requested_dims(inputs: Sequence[torch.Tensor], names: Sequence[str], axes: frozenset[str]) -> dict[str, tuple[int, ...]]:

@@ -26,6 +26,7 @@ from .dynamic import (
     check_batch_request,
     inputs_for_tracing,
     onnx_dynamic_axes,
+    axes_from_examples,
     parse_dynamic,
     requested_dims,
     second_batch_size,
@@ -210,6 +211,8 @@ def export_onnx(
         dynamic: ``"batch"``, ``"spatial"`` or both. ``batch`` makes dim 0 of every input
             one shared dynamic size, ``spatial`` makes dims 2 and up dynamic wherever the
             model allows. With a dynamic batch, the check also runs a second batch size.
+            When empty, the axes come from the dims that varied across the examples
+            given to ``materialize(..., more_examples=...)``, if any.
         exporter: ``"dynamo"``, ``"torchscript"`` (the older TorchScript-based exporter),
             or ``"auto"``: dynamo, and the TorchScript-based exporter when dynamo fails,
             with the reason logged as a warning.
@@ -250,6 +253,7 @@ def export_onnx(
     tolerance = tolerance or Tolerance()
     static, inputs = prepare_static(module, example)
     names = input_names(static, len(inputs))
+    axes = axes or axes_from_examples(static)
     check_batch_request(inputs, names, axes)
     trace_inputs = inputs_for_tracing(inputs, names, axes)
     second_batch = second_batch_size(inputs) if "batch" in axes else None

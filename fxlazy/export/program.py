@@ -17,6 +17,7 @@ from ._static import build_input_sets, check_output_path, eval_mode, input_names
 from .dynamic import (
     check_batch_request,
     inputs_for_tracing,
+    axes_from_examples,
     parse_dynamic,
     requested_dims,
     second_batch_size,
@@ -71,6 +72,8 @@ def export_program(
         dynamic: ``"batch"``, ``"spatial"`` or both. ``batch`` makes dim 0 of every input
             one shared dynamic size, ``spatial`` makes dims 2 and up dynamic wherever the
             model allows. With a dynamic batch, the check also runs a second batch size.
+            When empty, the axes come from the dims that varied across the examples
+            given to ``materialize(..., more_examples=...)``, if any.
         dynamic_shapes: torch.export's own ``dynamic_shapes`` argument, for full control;
             it cannot be combined with ``dynamic``.
         extra_inputs: further inputs to check, each given like ``example``.
@@ -103,6 +106,8 @@ def export_program(
     tolerance = tolerance or Tolerance()
     static, inputs = prepare_static(module, example)
     names = input_names(static, len(inputs))
+    if not axes and dynamic_shapes is None:
+        axes = axes_from_examples(static)
     check_batch_request(inputs, names, axes)
     trace_inputs = inputs_for_tracing(inputs, names, axes)
     if dynamic_shapes is None:
