@@ -32,6 +32,7 @@ def materialize(
     seed: int | None = None,
     device: torch.device | str | None = None,
     more_examples: Sequence[Any] = (),
+    leaf_modules: Iterable[str | type] = (),
 ) -> torch.fx.GraphModule:
     """Trace ``model`` and return a static GraphModule with every lazy module materialized.
 
@@ -58,6 +59,11 @@ def materialize(
             are taken from ``example_kwargs``). Each must give every lazy module the same
             widths and take the same branches of forward; dims whose sizes differ are
             recorded as dynamic in ``gm.meta["fxlazy_dynamic_dims"]`` and in the report.
+        leaf_modules: submodules to keep as single call_module nodes instead of tracing
+            into them, by qualified name or by class: a block torch.fx cannot trace, or
+            one you want to see as one node. Lazy modules inside such a leaf are
+            materialized by calling the leaf once, on meta tensors to learn shapes and on
+            zero-valued tensors to initialize, so its forward must run on both.
         device: ``"meta"`` returns every parameter and buffer on the meta device, without
             memory and without drawing random numbers, for models too large to initialize
             here. Allocate them later with ``gm.to_empty(device=...)``, then call each
@@ -100,12 +106,13 @@ def materialize(
 
     # Phase 1: everything that can fail runs before anything is copied or changed.
     # Tracing and propagation only read the model; lazy modules run as meta twins.
-    traced = trace_with_lazy_leaves(model, inputs.specialized, example_tensors=inputs.tensors)
+    leaf_modules = tuple(leaf_modules)
+    traced = trace_with_lazy_leaves(model, inputs.specialized, example_tensors=inputs.tensors, leaf_modules=leaf_modules)
     propagation = LazyShapeProp(
-        model, traced.graph, lambda: stack_traces_by_node(model, inputs.specialized, inputs.tensors)
+        model, traced.graph, lambda: stack_traces_by_node(model, inputs.specialized, inputs.tensors, leaf_modules)
     )
     propagation.propagate(*inputs.tensors.values())
-    check_examples_agree(model, inputs, traced, propagation, further)
+    check_examples_agree(model, inputs, traced, propagation, further, leaf_modules)
     _reject_unused_lazy_modules(model, {spec.module for spec, _ in propagation.first_calls})
 
     # Phase 2: build the GraphModule over copies of the leaves (or the model's own leaves
@@ -167,7 +174,8 @@ def _check_lazy_devices(model: nn.Module, tensors: Iterable[torch.Tensor]) -> No
 
 
 def _reject_unused_lazy_modules(root: nn.Module, called: set[str]) -> None:
-    called_ids = {id(root.get_submodule(name)) for name in called}
+    # A called leaf initializes every lazy module inside it.
+    called_ids = {id(module) for name in called for module in root.get_submodule(name).modules()}
     unused = [
         f"'{name}' ({type(module).__name__})"
         for name, module in root.named_modules()

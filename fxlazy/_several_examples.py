@@ -34,6 +34,7 @@ def check_examples_agree(
     first_trace: TraceResult,
     first_propagation: LazyShapeProp,
     others: Sequence[ExampleInputs],
+    leaf_modules: Sequence[str | type] = (),
 ) -> None:
     """Raise if a further example gives a lazy module another width or takes another branch.
 
@@ -43,9 +44,13 @@ def check_examples_agree(
     expected = first_propagation.inferred_by_module()
     for index, other in enumerate(others, start=1):
         _check_same_arguments(first, other, index)
-        trace = trace_with_lazy_leaves(model, other.specialized, example_tensors=other.tensors)
+        trace = trace_with_lazy_leaves(
+            model, other.specialized, example_tensors=other.tensors, leaf_modules=leaf_modules
+        )
         propagation = LazyShapeProp(
-            model, trace.graph, lambda other=other: stack_traces_by_node(model, other.specialized, other.tensors)
+            model,
+            trace.graph,
+            lambda other=other: stack_traces_by_node(model, other.specialized, other.tensors, leaf_modules),
         )
         propagation.propagate(*other.tensors.values())
 

@@ -54,14 +54,20 @@ def _initialize_by_calling(module: nn.Module, name: str, args: tuple, kwargs: Ma
     this runs the module's forward once, on the rebuilt inputs. That is real compute,
     but for this one layer only.
     """
+    # Eval mode, as in an eval-mode dry run: a BatchNorm inside must not count the call.
+    modes = [(submodule, submodule.training) for submodule in module.modules()]
+    module.eval()
     try:
         module(*args, **kwargs)
     except Exception as error:
         raise LazyInitializationError(
-            f"Module '{name}' ({type(module).__name__}) owns uninitialized tensors and failed "
+            f"Module '{name}' ({type(module).__name__}) has uninitialized tensors and failed "
             f"when called on inputs ({_describe_inputs(args, kwargs)}) to initialize them: "
             f"{type(error).__name__}: {error}. Check that the module receives the input it was written for."
         ) from error
+    finally:
+        for submodule, training in modes:
+            submodule.training = training
     left = _uninitialized_names(module)
     if left:
         raise LazyInitializationError(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
 import torch
@@ -17,7 +17,9 @@ __all__ = ["LazyLeafTracer", "attributes_restored"]
 
 
 class LazyLeafTracer(torch.fx.Tracer):
-    """An fx Tracer whose leaves are torch.nn's modules and every lazy module.
+    """An fx Tracer whose leaves are torch.nn's modules, every lazy module and the user's leaves.
+
+    ``leaf_modules`` names further leaves by qualified name or by class.
 
     It collects the qualified names of the modules it traced through (the root is one
     of them, as ``""``). With ``record_stack_traces`` it also stores the user's stack on
@@ -25,15 +27,20 @@ class LazyLeafTracer(torch.fx.Tracer):
     stacks only when it reports an error.
     """
 
-    def __init__(self, record_stack_traces: bool = False) -> None:
+    def __init__(self, record_stack_traces: bool = False, leaf_modules: Iterable[str | type] = ()) -> None:
         super().__init__()
         self.record_stack_traces = record_stack_traces
         self.traced_through: set[str] = {""}
+        leaves = tuple(leaf_modules)
+        self._leaf_names = frozenset(leaf for leaf in leaves if isinstance(leaf, str))
+        self._leaf_types = tuple(leaf for leaf in leaves if isinstance(leaf, type))
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         # A module that owns uninitialized tensors initializes them in its own forward
         # or forward pre-hook, which must run on real tensors, never on Proxies.
         if isinstance(m, LazyModuleMixin) or owns_uninitialized_tensors(m):
+            return True
+        if module_qualified_name in self._leaf_names or isinstance(m, self._leaf_types):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 

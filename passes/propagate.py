@@ -40,7 +40,7 @@ from .shape_formulas import function_output, module_output
 from .records import LAZY_CALL_KEY, TENSOR_META_KEY, CallSpec, LazyCallRecord, TensorSpec, tensor_metadata
 from .source import describe_node
 from .twins import meta_twin, to_meta
-from .widths import is_pending_lazy, lazy_tensor_dtype, width_rule_for
+from .widths import contains_pending_lazy, lazy_tensor_dtype, width_rule_for
 
 __all__ = ["LazyShapeProp"]
 
@@ -214,7 +214,9 @@ class LazyShapeProp(torch.fx.Interpreter):
     def call_module(self, target: Target, args: tuple[Argument, ...], kwargs: dict[str, Any]) -> Any:
         assert isinstance(target, str)
         module = self.fetch_attr(target)
-        if target in self._lazy or is_pending_lazy(module):
+        # A leaf with lazy modules inside (a leaf the user chose) is initialized by one call,
+        # like a module that owns uninitialized tensors.
+        if target in self._lazy or contains_pending_lazy(module):
             return self._call_lazy(target, module, args, kwargs)
 
         result = module_output(module, args, kwargs)

@@ -12,7 +12,7 @@ no values.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -55,8 +55,9 @@ class SpecializingTracer(LazyLeafTracer):
         tensor_inputs: Mapping[str, torch.Tensor],
         specialized: Mapping[str, Any],
         record_stack_traces: bool = False,
+        leaf_modules: Iterable[str | type] = (),
     ) -> None:
-        super().__init__(record_stack_traces)
+        super().__init__(record_stack_traces, leaf_modules)
         self._meta_inputs = {name: to_meta(value) for name, value in tensor_inputs.items()}
         self._specialized = dict(specialized)
         self._shadow: LazyShapeProp | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,8 +140,9 @@ def _untraceable_error(root: nn.Module, error: Exception, shapes_known: bool) ->
             "Python control flow that depends on tensor values (if, while or assert on a "
             "tensor's contents) cannot be traced. Conditions on shapes were resolved with the "
             "example's shapes, so this one reads values. Rewrite the branch with tensor "
-            "operations such as torch.where, or decide it with a plain Python flag set when "
-            "the model is built."
+            "operations such as torch.where, decide it with a plain Python flag set when the "
+            "model is built, or keep the submodule that contains it as one node with "
+            "materialize(..., leaf_modules=[name])."
         )
     elif isinstance(error, TraceError):
         remedy = (
@@ -154,8 +155,9 @@ def _untraceable_error(root: nn.Module, error: Exception, shapes_known: bool) ->
             "If forward raises this on purpose for inputs like the example, pass an example it "
             "accepts. Otherwise: torch.fx passes Proxy objects in place of tensors, so code that "
             "needs concrete values (int() or float() of a tensor, .item(), .tolist(), NumPy "
-            "conversion) cannot be traced. Compute the value with tensor operations, or move "
-            "that code out of forward."
+            "conversion) cannot be traced. Compute the value with tensor operations, move that "
+            "code out of forward, or keep the submodule that contains it as one node with "
+            "materialize(..., leaf_modules=[name])."
         )
     return UntraceableModelError(
         f"torch.fx cannot trace {type(root).__name__}.forward: {type(error).__name__}: {error}{where}\n{remedy}"
@@ -176,6 +178,7 @@ def trace_with_lazy_leaves(
     concrete_args: Mapping[str, Any],
     record_stack_traces: bool = False,
     example_tensors: Mapping[str, torch.Tensor] | None = None,
+    leaf_modules: Iterable[str | type] = (),
 ) -> TraceResult:
     """Trace ``root.forward``, specializing the arguments in ``concrete_args``.
 
@@ -186,13 +189,13 @@ def trace_with_lazy_leaves(
     Raises:
         UntraceableModelError: torch.fx failed; the message names the user's source line.
     """
-    tracer = LazyLeafTracer(record_stack_traces)
+    tracer = LazyLeafTracer(record_stack_traces, leaf_modules)
     try:
         graph = _run_tracer(tracer, root, concrete_args)
     except TraceError as error:
         if example_tensors is None:
             raise _untraceable_error(root, error, shapes_known=False) from error
-        tracer = SpecializingTracer(example_tensors, concrete_args, record_stack_traces)
+        tracer = SpecializingTracer(example_tensors, concrete_args, record_stack_traces, leaf_modules)
         try:
             graph = _run_tracer(tracer, root, concrete_args)
         except Exception as specialized_error:
@@ -212,11 +215,14 @@ def trace_with_lazy_leaves(
 
 
 def stack_traces_by_node(
-    root: nn.Module, concrete_args: Mapping[str, Any], example_tensors: Mapping[str, torch.Tensor] | None = None
+    root: nn.Module,
+    concrete_args: Mapping[str, Any],
+    example_tensors: Mapping[str, torch.Tensor] | None = None,
+    leaf_modules: Iterable[str | type] = (),
 ) -> dict[str, str | None]:
     """Trace ``root`` again with stack recording and return each node's stack trace by node name.
 
     Tracing is deterministic, so the node names equal those of the first trace.
     """
-    graph = trace_with_lazy_leaves(root, concrete_args, True, example_tensors).graph
+    graph = trace_with_lazy_leaves(root, concrete_args, True, example_tensors, leaf_modules).graph
     return {node.name: node.stack_trace for node in graph.nodes}

@@ -19,6 +19,7 @@ __all__ = [
     "width_rule_for",
     "is_pending_lazy",
     "owns_uninitialized_tensors",
+    "contains_pending_lazy",
     "lazy_tensor_dtype",
     "lazy_tensor_device",
 ]
@@ -97,6 +98,11 @@ def is_pending_lazy(module: nn.Module) -> bool:
     if isinstance(module, LazyModuleMixin):
         return hasattr(module, "_initialize_hook")
     return owns_uninitialized_tensors(module)
+
+
+def contains_pending_lazy(module: nn.Module) -> bool:
+    """Tell whether ``module`` or any module below it is a pending lazy module."""
+    return any(is_pending_lazy(submodule) for submodule in module.modules())
 
 
 def owns_uninitialized_tensors(module: nn.Module) -> bool:
