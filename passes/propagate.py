@@ -26,6 +26,7 @@ from torch.nn.parameter import is_lazy
 from torch.utils._pytree import tree_flatten
 
 from fxlazy.errors import (
+    ExampleInputError,
     FxLazyError,
     LazyInitializationError,
     ModelCopyError,
@@ -238,6 +239,13 @@ class LazyShapeProp(torch.fx.Interpreter):
             width = rule.width(first_input.shape)
 
         state = self._lazy.get(target)
+        if state is None and rule is not None and first_input is None:
+            received = ", ".join(f"{value!r} ({type(value).__name__})" for value in (*args, *kwargs.values()))
+            raise ExampleInputError(
+                f"Lazy module '{target}' ({type(module).__name__}) receives {received or 'no arguments'} at "
+                f"{self._describe(node)}, but it infers its width from a tensor. Pass tensors in the "
+                "example where forward expects them."
+            )
         if state is None:
             self._check_lazy_tensors_intact(target, module)
             self._check_dtype(target, module, node, first_input)

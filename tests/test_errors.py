@@ -406,6 +406,19 @@ ERROR_CASES = [
         fragments=("model.to('meta')", "device='meta'"),
     ),
     ErrorCase(
+        "string-where-tensor-needed",
+        lambda: (nn.Sequential(nn.LazyLinear(3)), ("not a tensor",), {}),
+        fxlazy.ExampleInputError,
+        r"Lazy module '0' \(LazyLinear\) receives 'not a tensor' \(str\)",
+        fragments=("Pass tensors in the example",),
+    ),
+    ErrorCase(
+        "scalar-where-tensor-needed",
+        lambda: (nn.Sequential(nn.LazyLinear(3)), (3.0,), {}),
+        fxlazy.ExampleInputError,
+        r"Lazy module '0' \(LazyLinear\) receives 3\.0 \(float\)",
+    ),
+    ErrorCase(
         "branch-on-value",
         lambda: (ValueBranch(), (torch.randn(1, 3, 2, 2),), {}),
         fxlazy.UntraceableModelError,

@@ -353,3 +353,26 @@ def test_hook_initialized_layer_reported():
     row = next(row for row in fxlazy.shape_report(static).rows if row.name == "hooked")
     assert row.inferred == {"in_features": 7}
     assert row.source == "first forward call"
+
+
+def test_partly_materialized_model():
+    model, example = CASES["mlp"].build()
+    with torch.no_grad():
+        model.fc1(example[0])
+    assert type(model.fc1) is nn.Linear
+
+    torch.manual_seed(2)
+    static = fxlazy.materialize(model, example)
+    assert [row.name for row in fxlazy.shape_report(static).rows] == ["bn1", "fc2"]
+    assert torch.equal(static.fc1.weight, model.fc1.weight)
+    assert type(static.fc2) is nn.Linear
+
+
+def test_model_without_lazy_layers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    static = fxlazy.materialize(model, torch.randn(2, 4))
+    report = fxlazy.shape_report(static)
+    assert report.rows == ()
+    assert str(report).splitlines()[0] == "Sequential: no lazy modules were materialized."
+    assert torch.equal(static.get_submodule("0").weight, model[0].weight)
