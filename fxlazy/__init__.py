@@ -12,9 +12,10 @@ takes the widths from a checkpoint instead of an example, and ``load_checkpoint`
 one into a static module.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._materialize import materialize
-from .checkpoint import load_checkpoint, materialize_from_checkpoint
-from .drawing import draw_graph
 from .errors import (
     CheckpointError,
     ExampleInputError,
@@ -36,18 +37,58 @@ from .errors import (
     UntraceableModelError,
     UnusedLazyModuleError,
 )
-from .export import (
-    ExportFallbackWarning,
-    ExportResult,
-    ExportWarning,
-    OutputDifference,
-    ParityCheck,
-    Tolerance,
-    export_onnx,
-    export_program,
-    export_torchscript,
-)
-from .report import LayerRow, ModuleFrame, NodeRow, ShapeReport, shape_report
+# The report, drawing, export and checkpoint helpers import tabulate, graphviz and the
+# exporters' modules, which materialize does not need. They load on first use, so
+# `import fxlazy` stays cheap for the step before export.
+_LAZY_NAMES = {
+    "load_checkpoint": ".checkpoint",
+    "materialize_from_checkpoint": ".checkpoint",
+    "draw_graph": ".drawing",
+    "ExportFallbackWarning": ".export",
+    "ExportResult": ".export",
+    "ExportWarning": ".export",
+    "OutputDifference": ".export",
+    "ParityCheck": ".export",
+    "Tolerance": ".export",
+    "export_onnx": ".export",
+    "export_program": ".export",
+    "export_torchscript": ".export",
+    "LayerRow": ".report",
+    "ModuleFrame": ".report",
+    "NodeRow": ".report",
+    "ShapeReport": ".report",
+    "shape_report": ".report",
+}
+
+if TYPE_CHECKING:
+    from .checkpoint import load_checkpoint, materialize_from_checkpoint
+    from .drawing import draw_graph
+    from .export import (
+        ExportFallbackWarning,
+        ExportResult,
+        ExportWarning,
+        OutputDifference,
+        ParityCheck,
+        Tolerance,
+        export_onnx,
+        export_program,
+        export_torchscript,
+    )
+    from .report import LayerRow, ModuleFrame, NodeRow, ShapeReport, shape_report
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY_NAMES.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'fxlazy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_NAMES))
+
 
 __version__ = "0.1.0"
 

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import fxlazy
 import fxlazy.errors
 
@@ -76,3 +78,29 @@ def test_error_builtin_categories():
     assert issubclass(fxlazy.LazyDtypeMismatchError, TypeError)
     assert issubclass(fxlazy.SharedLazyModuleError, ValueError)
     assert issubclass(fxlazy.UnsupportedLazyModuleError, NotImplementedError)
+
+
+_IMPORT_PROBE = """
+import sys
+import pytest
+
+import fxlazy
+heavy = ["tabulate", "graphviz", "onnx", "onnxruntime", "fxlazy.report", "fxlazy.export"]
+print(",".join(name for name in heavy if name in sys.modules))
+print(fxlazy.shape_report.__module__, "tabulate" in sys.modules)
+"""
+
+
+def test_import_leaves_report_and_export_unloaded(tmp_path):
+    finished = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
+    assert finished.returncode == 0, finished.stderr
+    loaded, after_use = finished.stdout.splitlines()
+    assert loaded == ""
+    assert after_use == "fxlazy.report True"
+
+
+def test_unknown_attribute_raises():
+    with pytest.raises(AttributeError, match=r"module 'fxlazy' has no attribute 'not_there'"):
+        fxlazy.not_there  # noqa: B018 - the attribute access is the test
