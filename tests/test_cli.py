@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -12,6 +9,7 @@ from torch import nn
 
 import fxlazy.__main__ as cli
 from assertions import parse_report_table
+from cli_runs import Finished, run_fxlazy_concurrently
 
 # Each entry is one run of `python -m fxlazy` with these arguments.
 RUNS = {
@@ -23,38 +21,9 @@ RUNS = {
 RUN_TIMEOUT = 180
 
 
-@dataclass(frozen=True)
-class Finished:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Finished]:
-    """Start every run at once, since each spends seconds importing torch, and wait for all."""
-    cwd = tmp_path_factory.mktemp("cli")
-    processes = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "fxlazy", *arguments],
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, arguments in RUNS.items()
-    }
-    finished = {}
-    try:
-        for name, process in processes.items():
-            stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
-            finished[name] = Finished(process.returncode, stdout, stderr)
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    return finished
+    return run_fxlazy_concurrently(RUNS, tmp_path_factory.mktemp("cli"), RUN_TIMEOUT)
 
 
 def test_default_prints_bundled_example(runs):

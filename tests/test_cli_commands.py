@@ -8,13 +8,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
 from assertions import parse_report_table
+from cli_runs import Finished, run_fxlazy_concurrently
 from fxlazy import cli
 
 HAS_ONNX_EXTRA = all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime", "onnxscript"))
@@ -65,13 +65,6 @@ MODEL_SOURCE = textwrap.dedent(
 )
 
 
-@dataclass(frozen=True)
-class Finished:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A folder with the model file and a checkpoint saved from an eager run of Net."""
@@ -100,30 +93,9 @@ def _runs(workspace: Path) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def runs(workspace) -> dict[str, Finished]:
-    """Start every `python -m fxlazy` run at once, since each spends seconds importing torch."""
+    # TORCH_LOGS in the caller's environment would add torch's logging to stderr.
     environment = {key: value for key, value in os.environ.items() if not key.startswith("TORCH_LOGS")}
-    processes = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "fxlazy", *arguments],
-            cwd=workspace,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, arguments in _runs(workspace).items()
-    }
-    finished = {}
-    try:
-        for name, process in processes.items():
-            stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
-            finished[name] = Finished(process.returncode, stdout, stderr)
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    return finished
+    return run_fxlazy_concurrently(_runs(workspace), workspace, RUN_TIMEOUT, env=environment)
 
 
 def test_report_prints_table(runs):
