@@ -11,12 +11,11 @@ import pytest
 import torch
 import torch.fx
 from torch import nn
-from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
 import fxlazy
 from assertions import assert_model_unchanged, eager_dry_run, snapshot_model, source_line_of
-from fixture_models import ChannelAffine, LazyChannelAffine
+from fixture_models import LazyChannelAffine
 
 
 class SingleLinear(nn.Module):
@@ -159,33 +158,18 @@ class GroupedConv(nn.Module):
         return self.conv(x)
 
 
-class _CustomLazyAffine(LazyModuleMixin, ChannelAffine):
-    """A lazy ChannelAffine whose subclasses override initialize_parameters."""
-
-    cls_to_become = ChannelAffine
-
-    def __init__(self) -> None:
-        super().__init__(0)
-        self.scale = UninitializedParameter()
-        self.shift = UninitializedParameter()
-
-    def reset_parameters(self) -> None:
-        if not self.has_uninitialized_params() and self.num_channels != 0:
-            super().reset_parameters()
-
-
-class RaisingLazyAffine(_CustomLazyAffine):
+class RaisingLazyAffine(LazyChannelAffine):
     def initialize_parameters(self, x: torch.Tensor) -> None:
         raise ValueError(f"expected a 4-dim input, got {x.dim()} dims")
 
 
-class HalfInitializedLazyAffine(_CustomLazyAffine):
+class HalfInitializedLazyAffine(LazyChannelAffine):
     def initialize_parameters(self, x: torch.Tensor) -> None:
         self.num_channels = x.shape[1]
         self.scale.materialize((self.num_channels,))
 
 
-class RealTensorFailingLazyAffine(_CustomLazyAffine):
+class RealTensorFailingLazyAffine(LazyChannelAffine):
     """A lazy layer that initializes on meta tensors but fails on real ones, so only after propagation."""
 
     def initialize_parameters(self, x: torch.Tensor) -> None:

@@ -13,7 +13,7 @@ from torch.nn.parameter import UninitializedTensorMixin
 
 import fxlazy
 from assertions import assert_model_unchanged, assert_state_dicts_equal, eager_dry_run, snapshot_model
-from fixture_models import CASES, ChannelAffine, KeywordNet, LazyChannelAffine, MixedNet, TiedLinear
+from fixture_models import CASES, ChannelAffine, KeywordNet, LazyChannelAffine, MixedNet
 from fxlazy.examples import TransposedConvExample, UpsamplingDecoder
 
 CASE_IDS = sorted(CASES)

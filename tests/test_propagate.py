@@ -7,12 +7,11 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import UninitializedParameter, is_lazy
+from torch.nn.parameter import is_lazy
 
 import fxlazy
 from assertions import assert_model_unchanged, assert_state_dicts_equal, eager_dry_run, snapshot_model
-from fixture_models import ChannelAffine, LazyChannelAffine, TiedLinear
+from fixture_models import LazyChannelAffine, TiedLinear
 from fxlazy.passes.propagate import LazyShapeProp
 from fxlazy.passes.records import LAZY_CALL_KEY, TENSOR_META_KEY, LazyCallRecord, TensorSpec
 from fxlazy.passes.trace import trace_with_lazy_leaves
@@ -35,15 +34,8 @@ class PropagationNet(nn.Module):
         return self.head(pooled) / pooled.size(1)
 
 
-class LazyNoisyAffine(LazyModuleMixin, ChannelAffine):
+class LazyNoisyAffine(LazyChannelAffine):
     """A custom lazy layer whose initialize_parameters draws from the global CPU generator."""
-
-    cls_to_become = ChannelAffine
-
-    def __init__(self) -> None:
-        super().__init__(0)
-        self.scale = UninitializedParameter()
-        self.shift = UninitializedParameter()
 
     def reset_parameters(self) -> None:
         pass
