@@ -22,7 +22,7 @@ from fxlazy.errors import ModelCopyError
 from .twins import deepcopy_with_tensors, fresh_uninitialized, to_meta
 from .widths import width_rule_for
 
-__all__ = ["TensorCopier", "clone_module", "find_uncopyable_attribute"]
+__all__ = ["TensorCopier", "clone_module", "describe_uncopyable_attribute"]
 
 # Attribute value types a shallow copy may share, because they cannot change in place.
 _IMMUTABLE = (bool, int, float, str, bytes, type(None), torch.dtype, torch.device)
@@ -105,7 +105,13 @@ def _shallow_copy(module: nn.Module, copy_tensor: TensorCopier) -> nn.Module:
     return result
 
 
-def find_uncopyable_attribute(module: nn.Module) -> str | None:
+def describe_uncopyable_attribute(module: nn.Module) -> str:
+    """Return a sentence naming the first plain attribute deepcopy rejects, or "" if none does."""
+    culprit = _find_uncopyable_attribute(module)
+    return f" The attribute {culprit} cannot be copied." if culprit else ""
+
+
+def _find_uncopyable_attribute(module: nn.Module) -> str | None:
     """Name the first plain attribute of ``module`` or its children that deepcopy rejects."""
     # Hook dicts hold bound methods of the module, whose copy would copy the module.
     skipped = _MODULE_CONTAINERS | _LAZY_HANDLES
@@ -135,8 +141,7 @@ def clone_module(module: nn.Module, copy_tensor: TensorCopier, name: str = "") -
     try:
         return deepcopy_with_tensors(module, copy_tensor)
     except Exception as error:
-        culprit = find_uncopyable_attribute(module)
-        where = f" The attribute {culprit} cannot be copied." if culprit else ""
+        where = describe_uncopyable_attribute(module)
         raise ModelCopyError(
             f"Cannot copy module '{name}' ({type(module).__name__}) into the static model without "
             f"sharing it with the original: {type(error).__name__}: {error}.{where} Make it "

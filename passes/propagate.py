@@ -35,13 +35,13 @@ from fxlazy.errors import (
     SharedLazyModuleError,
 )
 
-from .clone import find_uncopyable_attribute
+from .clone import describe_uncopyable_attribute
 from .initialize import initialize_lazy_module, real_inputs_for
 from .shape_formulas import function_output, module_output
 from .records import LAZY_CALL_KEY, TENSOR_META_KEY, CallSpec, LazyCallRecord, TensorSpec, tensor_metadata
 from .source import describe_node
 from .twins import meta_twin, to_meta
-from .widths import contains_pending_lazy, lazy_tensor_dtype, width_rule_for
+from .widths import WidthRule, contains_pending_lazy, lazy_tensor_dtype, width_rule_for
 
 __all__ = ["LazyShapeProp"]
 
@@ -89,8 +89,7 @@ def _meta_twin_or_raise(name: str, module: nn.Module) -> nn.Module:
     try:
         return meta_twin(module).eval()
     except Exception as error:
-        culprit = find_uncopyable_attribute(module)
-        where = f" The attribute {culprit} cannot be copied." if culprit else ""
+        where = describe_uncopyable_attribute(module)
         raise ModelCopyError(
             f"Cannot copy module '{name}' ({type(module).__name__}) to the meta device, where fxlazy "
             f"runs it to learn its output shape: {type(error).__name__}: {error}.{where} Make the "
@@ -250,7 +249,8 @@ class LazyShapeProp(torch.fx.Interpreter):
             self._check_lazy_tensors_intact(target, module)
             self._check_dtype(target, module, node, first_input)
             spec = CallSpec(target, map_aggregate(args, _tensor_spec), map_aggregate(kwargs, _tensor_spec))
-            state = _LazyState(self._first_call_record(target, module, args, kwargs), node, spec, _shapes_of((args, kwargs)), width)
+            record = self._first_call_record(target, module, rule, first_input, width)
+            state = _LazyState(record, node, spec, _shapes_of((args, kwargs)), width)
             self._lazy[target] = state
             self.first_calls.append((spec, width))
             result = module_output(module, args, kwargs, width) if rule is not None and width is not None else None
@@ -278,15 +278,19 @@ class LazyShapeProp(torch.fx.Interpreter):
                 "Use one lazy module per input shape, or make both calls receive the same width."
             ) from error
 
-    def _first_call_record(self, target: str, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> LazyCallRecord:
-        rule = width_rule_for(module)
-        first_input = _first_tensor(args, kwargs)
+    def _first_call_record(
+        self,
+        target: str,
+        module: nn.Module,
+        rule: WidthRule | None,
+        first_input: torch.Tensor | None,
+        width: int | None,
+    ) -> LazyCallRecord:
         if rule is None or first_input is None:
             # A user's own lazy class: the record is completed by _twin_of, which reads
             # the attributes its initialize_parameters sets.
             source = "initialize_parameters" if isinstance(module, LazyModuleMixin) else "first forward call"
             return LazyCallRecord(target, type(module).__name__, type(module).__name__, source=source)
-        width = rule.width(first_input.shape)
         output = width if rule.output_argument == rule.inferred_argument else int(getattr(module, rule.output_argument))
         return LazyCallRecord(
             module=target,
