@@ -57,7 +57,7 @@ def materialize(
             exactly as an eager dry run would.
         more_examples: further examples, each given like ``example`` (keyword arguments
             are taken from ``example_kwargs``). Each must give every lazy module the same
-            widths and take the same branches of forward; dims whose sizes differ are
+            widths and take the same branches of forward. Dims whose sizes differ are
             recorded as dynamic in ``gm.meta["fxlazy_dynamic_dims"]`` and in the report.
         leaf_modules: submodules to keep as single call_module nodes instead of tracing
             into them, by qualified name or by class: a block torch.fx cannot trace, or
@@ -101,7 +101,7 @@ def materialize(
     on_meta = _validate_device(device, inplace)
     inputs = bind_example(model, example, example_kwargs)
     further = [bind_example(model, other, example_kwargs) for other in more_examples]
-    _reject_unsupported_lazy_tensors(model)
+    _reject_lazy_root(model)
     _check_lazy_devices(model, inputs.tensors.values())
 
     # Phase 1: everything that can fail runs before anything is copied or changed.
@@ -147,7 +147,7 @@ def _validate_device(device: torch.device | str | None, inplace: bool) -> bool:
     return True
 
 
-def _reject_unsupported_lazy_tensors(model: nn.Module) -> None:
+def _reject_lazy_root(model: nn.Module) -> None:
     if is_pending_lazy(model):
         raise UnsupportedLazyModuleError(
             f"The model itself is a lazy module ({type(model).__name__}), so the traced graph has "

@@ -329,9 +329,9 @@ def materialize_from_checkpoint(
 
     Raises:
         CheckpointError: the checkpoint cannot be read, has uninitialized, missing or
-            unexpected entries, or a shape that does not fit; or an example's width
-            differs from the checkpoint's (the message names the layer, the key and
-            both widths).
+            unexpected entries, or a shape that does not fit. It is also raised when an
+            example's width differs from the checkpoint's, and the message then names the
+            layer, the key and both widths.
         UnsupportedLazyModuleError: without an example, a lazy module is not a built-in
             lazy class of torch.nn, or a lazy norm owns no tensor recording its width.
         FxLazyError: any error :func:`fxlazy.materialize` raises.

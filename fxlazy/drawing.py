@@ -138,7 +138,7 @@ def draw_graph(source: torch.fx.GraphModule | ShapeReport, path: str | os.PathLi
 
     Raises:
         MissingDependencyError: the graphviz Python package is missing, or ``path``
-            asks for SVG, PNG or PDF and Graphviz's ``dot`` program is not on ``PATH``.
+            requests SVG, PNG or PDF and Graphviz's ``dot`` program is not on ``PATH``.
         ReportError: the suffix of ``path`` is not one of the formats above, or the
             report has no graph nodes.
 

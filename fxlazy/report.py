@@ -37,7 +37,7 @@ _SCHEMA_NAME = "fxlazy.shape_report"
 
 
 class ShapeReport:
-    """What fxlazy inferred, as a table in the form a reader needs.
+    """The widths and shapes fxlazy inferred, as a table in the form a reader needs.
 
     ``str(report)`` prints the current view with its totals lines. ``report.rows`` contains
     the materialized layers, and ``report.nodes`` every graph node. The view is chosen with

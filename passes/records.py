@@ -28,7 +28,7 @@ TENSOR_META_KEY = "tensor_meta"
 # The key of a LazyCallRecord on each call_module node of a materialized lazy module.
 LAZY_CALL_KEY = "fxlazy_lazy_call"
 # The key in ``gm.meta`` of the shape-dependent conditions the trace resolved with the
-# example's shapes, as a tuple of "source line: value" strings; empty for a general trace.
+# example's shapes, as a tuple of "source line: value" strings. It is empty for a general trace.
 SPECIALIZATIONS_KEY = "fxlazy_specializations"
 # The key in ``gm.meta`` of the input dims whose sizes differ across the examples given to
 # materialize, as {input name: tuple of dims}; empty for a single example.
@@ -87,8 +87,8 @@ def tensor_metadata(tensor: torch.Tensor) -> TensorMetadata:
     """Describe a dense, unquantized tensor with the record torch.fx's ShapeProp writes.
 
     ShapeProp's own ``_extract_tensor_metadata`` checks the memory format through
-    torch._prims_common, whose first call imports sympy (about 0.4 s in torch 2.13);
-    ``Tensor.is_contiguous`` gives the same answer for dense tensors without it.
+    torch._prims_common, whose first call imports sympy (about 0.4 s in torch 2.13).
+    ``Tensor.is_contiguous`` gives the same result for dense tensors without it.
     """
     memory_format = None
     for candidate, rank in _MEMORY_FORMATS:

@@ -54,7 +54,7 @@ def axes_from_examples(static: torch.nn.Module) -> frozenset[str]:
     """Return the axes the examples given to materialize showed to vary, for a default request.
 
     materialize records, with several examples, the dims whose sizes differed. A varying
-    dim 0 asks for ``batch``, and a varying dim 2 or up asks for ``spatial``.
+    dim 0 requests ``batch``, and a varying dim 2 or up requests ``spatial``.
     """
     meta = getattr(static, "meta", None)
     varying = meta.get(DYNAMIC_DIMS_KEY, {}) if isinstance(meta, dict) else {}
