@@ -26,15 +26,23 @@ __all__ = ["TensorCopier", "clone_module", "describe_uncopyable_attribute"]
 
 # Attribute value types a shallow copy may share, because they cannot change in place.
 _IMMUTABLE = (bool, int, float, str, bytes, type(None), torch.dtype, torch.device)
+_IMMUTABLE_TYPES = frozenset(_IMMUTABLE)
 
 # The dicts and sets every nn.Module carries: parameters, buffers, children and hooks.
 _MODULE_CONTAINERS = frozenset(k for k, v in vars(nn.Module()).items() if isinstance(v, (dict, set)))
 _TENSOR_CONTAINERS = frozenset({"_parameters", "_buffers"})
 _LAZY_HANDLES = frozenset({"_initialize_hook", "_load_hook"})
 
+
 def _is_immutable(value: object) -> bool:
+    if type(value) in _IMMUTABLE_TYPES:
+        return True
     if isinstance(value, tuple):
-        return all(_is_immutable(item) for item in value)
+        # A loop, not all(): modules hold many small tuples (kernel_size, stride, ...).
+        for item in value:
+            if not _is_immutable(item):
+                return False
+        return True
     return isinstance(value, _IMMUTABLE)
 
 
@@ -90,8 +98,10 @@ def _can_copy_shallow(module: nn.Module) -> bool:
 
 
 def _shallow_copy(module: nn.Module, copy_tensor: TensorCopier) -> nn.Module:
-    result = copy.copy(module)
+    # What copy.copy does for a module, without its __reduce_ex__ round trip.
+    result = type(module).__new__(type(module))
     state = result.__dict__
+    state.update(module.__dict__)
     for name in _MODULE_CONTAINERS - _TENSOR_CONTAINERS:
         value = state.get(name)
         if value is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from typing import Any, Callable
 
 import torch
 import torch.fx
@@ -36,6 +35,14 @@ class LazyLeafTracer(torch.fx.Tracer):
         self._leaf_types = tuple(leaf for leaf in leaves if isinstance(leaf, type))
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        # fx calls this once per module call, from call_module, so a module that is not a
+        # leaf here is exactly one the graph inlines.
+        leaf = self._is_leaf(m, module_qualified_name)
+        if not leaf:
+            self.traced_through.add(module_qualified_name)
+        return leaf
+
+    def _is_leaf(self, m: nn.Module, module_qualified_name: str) -> bool:
         # A module that owns uninitialized tensors initializes them in its own forward
         # or forward pre-hook, which must run on real tensors, never on Proxies.
         if isinstance(m, LazyModuleMixin) or owns_uninitialized_tensors(m):
@@ -43,14 +50,6 @@ class LazyLeafTracer(torch.fx.Tracer):
         if module_qualified_name in self._leaf_names or isinstance(m, self._leaf_types):
             return True
         return super().is_leaf_module(m, module_qualified_name)
-
-    def call_module(
-        self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        qualified_name = self.path_of_module(m)
-        if not self.is_leaf_module(m, qualified_name):
-            self.traced_through.add(qualified_name)
-        return super().call_module(m, forward, args, kwargs)
 
 
 @contextlib.contextmanager

@@ -41,7 +41,7 @@ from .shape_formulas import function_output, module_output
 from .records import LAZY_CALL_KEY, TENSOR_META_KEY, CallSpec, LazyCallRecord, TensorSpec, tensor_metadata
 from .source import describe_node
 from .twins import meta_twin, to_meta
-from .widths import WidthRule, contains_pending_lazy, lazy_tensor_dtype, width_rule_for
+from .widths import WidthRule, contains_pending_lazy, is_pending_lazy, lazy_tensor_dtype, width_rule_for
 
 __all__ = ["LazyShapeProp"]
 
@@ -53,16 +53,20 @@ class _LazyState:
     record: LazyCallRecord
     first_node: torch.fx.Node
     first_call: CallSpec
-    first_shapes: str
     width: int | None
     # The module's meta twin, initialized on meta; None until a call needs it.
     twin: nn.Module | None = None
     calls: int = 1
 
+    @property
+    def first_shapes(self) -> str:
+        """The first call's input shapes, for error messages."""
+        return _shapes_of((self.first_call.args, self.first_call.kwargs))
+
 
 def _shapes_of(values: Any) -> str:
     leaves, _ = tree_flatten(values)
-    shapes = [tuple(v.shape) for v in leaves if isinstance(v, torch.Tensor)]
+    shapes = [tuple(v.shape) for v in leaves if isinstance(v, (torch.Tensor, TensorSpec))]
     return ", ".join(str(s) for s in shapes) or "no tensors"
 
 
@@ -216,7 +220,7 @@ class LazyShapeProp(torch.fx.Interpreter):
         module = self.fetch_attr(target)
         # A leaf with lazy modules inside (a leaf the user chose) is initialized by one call,
         # like a module that owns uninitialized tensors.
-        if target in self._lazy or contains_pending_lazy(module):
+        if target in self._lazy or is_pending_lazy(module) or contains_pending_lazy(module):
             return self._call_lazy(target, module, args, kwargs)
 
         result = module_output(module, args, kwargs)
@@ -250,7 +254,7 @@ class LazyShapeProp(torch.fx.Interpreter):
             self._check_dtype(target, module, node, first_input)
             spec = CallSpec(target, map_aggregate(args, _tensor_spec), map_aggregate(kwargs, _tensor_spec))
             record = self._first_call_record(target, module, rule, first_input, width)
-            state = _LazyState(record, node, spec, _shapes_of((args, kwargs)), width)
+            state = _LazyState(record, node, spec, width)
             self._lazy[target] = state
             self.first_calls.append((spec, width))
             result = module_output(module, args, kwargs, width) if rule is not None and width is not None else None
