@@ -125,7 +125,7 @@ def materialize(
     gm.meta[SPECIALIZATIONS_KEY] = traced.specializations
     gm.meta[DYNAMIC_DIMS_KEY] = dynamic_dims([inputs, *further])
     with _random_state(seed, _lazy_devices(model)):
-        initialize_lazy_modules(gm, propagation.first_calls)
+        initialize_lazy_modules(gm, propagation.first_calls, replace_tensors=not inplace)
     gm.graph.lint()
     return gm
 

@@ -16,11 +16,12 @@ import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.fx.node import map_aggregate
+from torch.nn.parameter import UninitializedTensorMixin
 
 from fxlazy.errors import LazyInitializationError
 
 from .records import CallSpec, TensorSpec
-from .widths import lazy_tensor_device, width_rule_for
+from .widths import WidthRule, lazy_tensor_device, width_rule_for
 
 __all__ = ["initialize_lazy_module", "initialize_lazy_modules", "real_inputs_for"]
 
@@ -77,13 +78,62 @@ def _initialize_by_calling(module: nn.Module, name: str, args: tuple, kwargs: Ma
         )
 
 
+def _built_in_shapes(module: nn.Module, rule: WidthRule, width: int) -> dict[str, tuple[int, ...]]:
+    """Return the shape that torch's ``initialize_parameters`` gives each tensor of a built-in lazy class."""
+    if rule.inferred_argument == "in_features":
+        return {"weight": (module.out_features, width), "bias": (module.out_features,)}
+    if rule.inferred_argument == "in_channels":
+        out, groups, kernel = module.out_channels, module.groups, tuple(module.kernel_size)
+        weight = (width, out // groups, *kernel) if module.transposed else (out, width // groups, *kernel)
+        return {"weight": weight, "bias": (out,)}
+    return dict.fromkeys(("weight", "bias", "running_mean", "running_var"), (width,))
+
+
+def _initialize_with_new_tensors(module: nn.Module, rule: WidthRule, width: int) -> bool:
+    """Do what a built-in class's ``initialize_parameters`` does, with new tensor objects.
+
+    ``UninitializedParameter.materialize`` turns the object itself into a Parameter,
+    which keeps it the same object but costs tens of microseconds a tensor. A module
+    copied for the static model owns its uninitialized tensors, so they are replaced
+    by new tensors of the same shapes, dtypes and devices instead. ``reset_parameters``
+    then draws the same random numbers. Returns False, having changed nothing, when
+    the module owns an uninitialized tensor not listed here, so the caller takes torch's path.
+    """
+    shapes = _built_in_shapes(module, rule, width)
+    pending = [
+        (store, key, tensor)
+        for store in (module._parameters, module._buffers)
+        for key, tensor in store.items()
+        if isinstance(tensor, UninitializedTensorMixin)
+    ]
+    if not pending or any(key not in shapes for _, key, _ in pending):
+        return False
+    setattr(module, rule.inferred_argument, width)
+    for store, key, tensor in pending:
+        allocated = torch.empty(shapes[key], dtype=tensor.dtype, device=tensor.device)
+        if isinstance(tensor, nn.Parameter):
+            store[key] = nn.Parameter(allocated, requires_grad=tensor.requires_grad)
+        else:
+            store[key] = allocated.requires_grad_(tensor.requires_grad)
+    module.reset_parameters()
+    return True
+
+
 def initialize_lazy_module(
-    module: nn.Module, name: str, args: tuple, kwargs: Mapping[str, Any], width: int | None
+    module: nn.Module,
+    name: str,
+    args: tuple,
+    kwargs: Mapping[str, Any],
+    width: int | None,
+    replace_tensors: bool = False,
 ) -> None:
     """Initialize one pending lazy module from its first call's arguments and finish it.
 
     ``width`` is the input width read by the built-in class's rule, or None for a
     user's own lazy class. A module without LazyModuleMixin is called once instead.
+    With ``replace_tensors``, a built-in lazy class gets new tensor objects in place of
+    its uninitialized ones, which is faster. Pass it only for a module fxlazy copied,
+    because code that keeps the old objects (an optimizer) would not see the new ones.
     Raises LazyInitializationError naming the module.
     """
     class_name = type(module).__name__
@@ -95,7 +145,13 @@ def initialize_lazy_module(
         _check_groups(module, name, width)
 
     try:
-        module.initialize_parameters(*args, **kwargs)
+        if not (
+            replace_tensors
+            and rule is not None
+            and width is not None
+            and _initialize_with_new_tensors(module, rule, width)
+        ):
+            module.initialize_parameters(*args, **kwargs)
     except Exception as error:
         raise LazyInitializationError(
             f"Module '{name}' ({class_name}) failed in initialize_parameters for inputs "
@@ -143,16 +199,17 @@ def real_inputs_for(spec: CallSpec, device: torch.device) -> tuple[tuple, dict[s
 
 
 def initialize_lazy_modules(
-    root: nn.Module, first_calls: Iterable[tuple[CallSpec, int | None]]
+    root: nn.Module, first_calls: Iterable[tuple[CallSpec, int | None]], replace_tensors: bool = False
 ) -> None:
     """Initialize the pending lazy modules of ``root`` in the order of their first calls.
 
     The order matters: it is the order an eager forward would initialize them in, and so
-    the order in which they draw from the random number generator.
+    the order in which they draw from the random number generator. ``replace_tensors``
+    is passed on to ``initialize_lazy_module``.
     """
     for spec, width in first_calls:
         module = root.get_submodule(spec.module)
         device = lazy_tensor_device(module) or torch.device("cpu")
         args, kwargs = real_inputs_for(spec, device)
         with torch.no_grad():
-            initialize_lazy_module(module, spec.module, args, kwargs, width)
+            initialize_lazy_module(module, spec.module, args, kwargs, width, replace_tensors)

@@ -274,6 +274,34 @@ def test_factory_dtype_kept():
     assert static.graph.find_nodes(op="output")[0].meta["tensor_meta"].dtype == torch.float64
 
 
+def _linear_with_frozen_weight() -> nn.Sequential:
+    model = nn.Sequential(nn.LazyLinear(3, dtype=torch.float64), nn.LazyBatchNorm1d(dtype=torch.float64))
+    model[0].weight = nn.UninitializedParameter(requires_grad=False, dtype=torch.float64)
+    return model
+
+
+def test_frozen_weight_stays_frozen():
+    x = torch.randn(4, 5, dtype=torch.float64)
+    static = fxlazy.materialize(_linear_with_frozen_weight(), x, seed=1)
+    reference, _ = eager_dry_run(_linear_with_frozen_weight(), (x,), seed=1)
+
+    assert type(static.get_submodule("0").weight) is nn.Parameter
+    assert static.get_submodule("0").weight.requires_grad is False
+    assert static.get_submodule("0").bias.requires_grad is True
+    assert type(static.get_submodule("1").running_mean) is torch.Tensor
+    assert_state_dicts_equal(static.state_dict(), reference.state_dict())
+
+
+def test_unknown_uninitialized_tensor_reported():
+    # torch's LazyLinear materializes only weight and bias, so an eager dry run leaves
+    # 'extra' uninitialized too; materialize must name it instead of allocating it.
+    model = nn.Sequential(nn.LazyLinear(3))
+    model[0].register_parameter("extra", nn.UninitializedParameter())
+    with pytest.raises(fxlazy.LazyInitializationError, match="'extra'"):
+        fxlazy.materialize(model, torch.randn(2, 5))
+    assert isinstance(model[0].weight, UninitializedTensorMixin)
+
+
 def test_keyword_and_scalar_inputs():
     torch.manual_seed(0)
     model = KeywordNet()
