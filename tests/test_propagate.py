@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -259,3 +261,49 @@ def test_tensor_metadata_matches_shape_prop(build):
 
     tensor = to_meta(build())
     assert tensor_metadata(tensor) == _extract_tensor_metadata(tensor)
+
+
+# Models whose first meta calls of add, cat or adaptive pooling imported sympy and torch's
+# compiler modules (more than a second) before those calls had shape formulas.
+COLD_START_SCRIPT = """
+import sys
+import torch
+import fxlazy
+from fxlazy import examples
+before = set(sys.modules)
+fxlazy.materialize(examples.ResNetClassifier(lazy=True), examples.ResNetClassifier.example_input())
+fxlazy.materialize(examples.UNetDecoder(lazy=True), examples.UNetDecoder.example_inputs())
+fxlazy.materialize(examples.UpsamplingDecoder(64, lazy=True), examples.UpsamplingDecoder(64).example_input())
+heavy = ("sympy", "torch._dynamo", "torch._inductor", "torch._prims_common", "torch._decomp")
+print(sorted(name for name in set(sys.modules) - before if name.startswith(heavy)))
+"""
+
+
+def test_first_calls_import_no_compiler_modules():
+    completed = subprocess.run([sys.executable, "-c", COLD_START_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
+
+
+class _InPlaceAfterLazy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.LazyConv2d(4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        y.add_(1.0)
+        y.mul_(y)
+        return y.clamp_(0.0, 2.0)
+
+
+def test_in_place_calls_after_lazy_layer():
+    x = torch.randn(2, 3, 5, 5)
+    static = fxlazy.materialize(_InPlaceAfterLazy(), x, seed=3)
+    reference, expected = eager_dry_run(_InPlaceAfterLazy(), (x,), seed=3)
+
+    assert_state_dicts_equal(static.state_dict(), reference.state_dict())
+    assert torch.equal(static(x), expected)
+    output = next(iter(static.graph.find_nodes(op="output")))
+    assert output.meta[TENSOR_META_KEY].requires_grad is True
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import pytest
 import torch
 from torch import nn
@@ -37,6 +39,13 @@ MODULE_CASES = {
     "relu-inplace": (lambda: nn.ReLU(inplace=True), (2, 3), {}),
     "dropout": (lambda: nn.Dropout(0.5), (2, 3, 4), {}),
     "gelu": (lambda: nn.GELU(), (5,), {}),
+    "max-pool2d": (lambda: nn.MaxPool2d(3, stride=2, padding=1), (2, 3, 9, 8), {}),
+    "max-pool1d-dilation": (lambda: nn.MaxPool1d(2, dilation=2), (2, 3, 11), {}),
+    "avg-pool3d": (lambda: nn.AvgPool3d(2), (1, 2, 4, 6, 5), {}),
+    "avg-pool2d-unbatched": (lambda: nn.AvgPool2d(3, stride=1, padding=1), (3, 6, 6), {}),
+    "adaptive-avg-pool2d": (lambda: nn.AdaptiveAvgPool2d(1), (2, 8, 5, 7), {}),
+    "adaptive-avg-pool2d-none": (lambda: nn.AdaptiveAvgPool2d((3, None)), (2, 8, 5, 7), {}),
+    "adaptive-max-pool1d": (lambda: nn.AdaptiveMaxPool1d(4), (2, 3, 9), {}),
 }
 
 
@@ -97,7 +106,11 @@ DECLINED = {
     "transposed-input": (nn.Linear(3, 4), torch.randn(3, 2).t(), {}),
     "norm-wrong-dims": (nn.BatchNorm2d(3), torch.randn(2, 3, 4), {}),
     "norm-channels-mismatch": (nn.BatchNorm2d(3), torch.randn(2, 4, 4, 4), {}),
-    "unknown-module": (nn.MaxPool2d(2), torch.randn(1, 3, 4, 4), {}),
+    "unknown-module": (nn.Upsample(scale_factor=2), torch.randn(1, 3, 4, 4), {}),
+    "pool-ceil-mode": (nn.MaxPool2d(2, ceil_mode=True), torch.randn(1, 3, 5, 5), {}),
+    "pool-return-indices": (nn.MaxPool2d(2, return_indices=True), torch.randn(1, 3, 4, 4), {}),
+    "pool-input-smaller-than-kernel": (nn.AvgPool3d(3, padding=1), torch.randn(1, 2, 1, 1, 1), {}),
+    "adaptive-pool-return-indices": (nn.AdaptiveMaxPool2d(2, return_indices=True), torch.randn(1, 3, 4, 4), {}),
     "unknown-keyword": (nn.Conv2d(3, 4, 3), torch.randn(1, 3, 8, 8), {"scale": 2}),
 }
 
@@ -130,6 +143,78 @@ def test_function_formula_matches_call(target, kwargs):
 
 def test_function_formula_declines_other_calls():
     x = to_meta(torch.randn(2, 3))
-    assert function_output(torch.cat, ([x, x],), {"dim": 1}) is None
     assert function_output(F.leaky_relu, (x, 0.2), {}) is None
     assert function_output("view", (x, 6), {}) is None
+
+
+def _meta_arguments(values: tuple) -> tuple:
+    """Return ``values`` with every tensor, also inside a list, replaced by its meta copy."""
+    converted = []
+    for value in values:
+        if isinstance(value, list):
+            value = [to_meta(item) for item in value]
+        elif isinstance(value, torch.Tensor):
+            value = to_meta(value)
+        converted.append(value)
+    return tuple(converted)
+
+
+# Residual additions, scaling and skip concatenation: (target, arguments, keyword arguments).
+COMBINING_CASES = {
+    "add": (operator.add, lambda a, b: (a, b), {}),
+    "sub-method": ("sub", lambda a, b: (a, b), {}),
+    "mul-scalar": (operator.mul, lambda a, b: (a, 0.5), {}),
+    "reverse-truediv": (operator.truediv, lambda a, b: (2, a), {}),
+    "torch-add": (torch.add, lambda a, b: (a, b), {}),
+    "cat-dim1": (torch.cat, lambda a, b: ([a, b, a],), {"dim": 1}),
+    "cat-negative-dim": (torch.cat, lambda a, b: ((a, b), -1), {}),
+    "concat-default-dim": (torch.concat, lambda a, b: ([a, b],), {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMBINING_CASES))
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (2, 1, 4, 4), (3, 7)], ids=["4d", "one-channel", "2d"])
+def test_combining_formula_matches_call(name, shape):
+    target, arguments, kwargs = COMBINING_CASES[name]
+    values = arguments(torch.randn(shape, requires_grad=True) * 1, torch.randn(shape))
+    expected = getattr(values[0], target)(*values[1:], **kwargs) if isinstance(target, str) else target(*values, **kwargs)
+    predicted = function_output(target, _meta_arguments(values), kwargs)
+    assert predicted is not None
+    assert predicted.shape == expected.shape
+    assert predicted.dtype == expected.dtype
+    assert predicted.stride() == expected.stride()
+    assert predicted.requires_grad == expected.requires_grad
+
+
+COMBINING_DECLINED = {
+    "broadcast": (operator.add, (torch.randn(2, 3), torch.randn(3)), {}),
+    "dtype-promotion": (operator.add, (torch.randn(2, 3), torch.randn(2, 3, dtype=torch.float64)), {}),
+    "integer-tensors": (operator.truediv, (torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long)), {}),
+    "add-alpha": (torch.add, (torch.randn(2, 3), torch.randn(2, 3)), {"alpha": 2}),
+    "boolean-scalar": (operator.mul, (torch.randn(2, 3), True), {}),
+    "transposed-operand": (operator.add, (torch.randn(3, 2).t(), torch.randn(2, 3)), {}),
+    "cat-size-mismatch": (torch.cat, ([torch.randn(2, 3), torch.randn(3, 4)],), {"dim": 1}),
+    "cat-dtype-mismatch": (torch.cat, ([torch.randn(2, 3), torch.randn(2, 3, dtype=torch.float64)],), {}),
+    "cat-empty-tensor": (torch.cat, ([torch.randn(2, 3), torch.randn(0)],), {}),
+    "cat-dim-out-of-range": (torch.cat, ([torch.randn(2, 3)],), {"dim": 2}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMBINING_DECLINED))
+def test_combining_formula_declines(name):
+    target, values, kwargs = COMBINING_DECLINED[name]
+    assert function_output(target, _meta_arguments(values), kwargs) is None
+
+
+def test_in_place_arithmetic_returns_left_operand():
+    # A layer's output is not a leaf, so in-place arithmetic on it is allowed.
+    layer_output = module_output(nn.Conv2d(3, 3, 1), (to_meta(torch.randn(1, 3, 4, 4)),), {})
+    assert function_output(operator.iadd, (layer_output, layer_output), {}) is layer_output
+    assert function_output("mul_", (layer_output, 2.0), {}) is layer_output
+
+
+def test_in_place_arithmetic_on_leaf_left_to_torch():
+    # torch rejects in-place calls on a leaf that requires grad, so the formula declines
+    # and the meta kernel raises torch's own error.
+    leaf = to_meta(torch.randn(2, 3, requires_grad=True))
+    assert function_output("add_", (leaf, 1.0), {}) is None
