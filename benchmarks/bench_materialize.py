@@ -24,8 +24,9 @@ Stages (``--stages``):
 - timing: in this process, per model, one warm-up round, then rounds that call each
   method once, rotating which method goes first. ``gc.collect()`` runs before each call,
   and the clock (``time.perf_counter``) stops before the call's results are freed.
-- memory: each method of each model runs once in a fresh subprocess (this script with a
-  hidden flag), one subprocess at a time. The extra peak is the subprocess's peak RSS
+- memory: each method of each model runs in fresh subprocesses (this script with a
+  hidden flag), one subprocess at a time: once as the process's first call, and once
+  after a warm-up on two small models. The extra peak is the subprocess's peak RSS
   (VmHWM) after the call minus its peak RSS before it.
 - cold-start: fresh subprocesses (cold_start_child.py) time ``import torch``, ``import
   fxlazy`` and the first and second materialize calls, and record the modules that the
@@ -53,7 +54,6 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -77,7 +77,7 @@ from bench_common import (  # noqa: E402
     read_proc_field,
 )
 from bench_forward import ForwardTiming, format_forward, measure_forward  # noqa: E402
-from bench_memory import format_memory, measure_memory, measure_memory_in_child, memory_ratio  # noqa: E402
+from bench_memory import MemoryResults, format_memory, measure_memory, measure_memory_in_child, memory_ratio  # noqa: E402
 from bench_methods import METHODS  # noqa: E402
 from bench_models import MODELS  # noqa: E402
 from bench_profile import profile_materialize  # noqa: E402
@@ -91,9 +91,9 @@ DEFAULT_PROFILE_MODELS = ("decoder-256", "tiny-2000")
 
 # Goals of the performance work. Time ratios compare wall-clock medians of the timing stage.
 MAX_TIME_VS_FLOOR = 1.5
-# The goal above holds for the decoders with a 512-channel input and the wide MLP. The
-# 256-channel decoder is kept for comparison with older runs, but its floor of a few ms
-# is too small for a ratio goal (see benchmarks/README.md).
+# The goal names the decoders and the wide MLP. The decoders here have a 512-channel
+# input, whose floor matches the 17 ms the goal was set against. decoder-256-c256 is kept
+# for comparison with older runs and is reported in the tables, not judged.
 TIME_VS_FLOOR_MODELS = ("decoder-256", "decoder-1024", "mlp-wide")
 MAX_TIME_VS_TRACED_FLOOR = 1.5
 DEEP_MODEL = "tiny-2000"
@@ -126,7 +126,7 @@ class Results:
     """Measurements of every stage, with None for a stage that did not run."""
 
     timing: dict[str, ModelTiming] | None = None
-    memory: dict[str, dict[str, dict[str, Any]]] | None = None
+    memory: MemoryResults | None = None
     cold_start: dict[str, ColdStart] | None = None
     forward: dict[str, ForwardTiming] | None = None
 
@@ -169,18 +169,24 @@ def check_speedup_over_eager(results: Results) -> list[GoalCheck]:
 
 
 def check_memory(results: Results, model_keys: Sequence[str]) -> list[GoalCheck]:
+    """Judge each model by the warmed-up call, and show the first call's ratio beside it.
+
+    The first call in a process also pays for allocations made once per process, which
+    the cold-start goal covers, while the goal is about what a materialization costs.
+    """
     checks = []
     for model_key in model_keys:
-        by_method = (results.memory or {}).get(model_key)
-        if by_method is None:
+        if results.memory is None or model_key not in results.memory.warm:
             checks.append(not_measured(model_key))
             continue
-        ratio = memory_ratio(by_method, "fxlazy")
-        if ratio is None:
+        warm = memory_ratio(results.memory.warm[model_key], "fxlazy")
+        cold = memory_ratio(results.memory.cold[model_key], "fxlazy")
+        if warm is None or cold is None:
             measured = "n/a (a method failed, or the floor's extra peak was not positive)"
             checks.append(GoalCheck(model_key, measured, None))
             continue
-        checks.append(GoalCheck(model_key, format_ratio(ratio), ratio <= MAX_MEMORY_VS_FLOOR))
+        measured = f"{format_ratio(warm)} (first call in a process: {format_ratio(cold)})"
+        checks.append(GoalCheck(model_key, measured, warm <= MAX_MEMORY_VS_FLOOR))
     return checks
 
 
@@ -424,6 +430,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, metavar="FILE", help="also write the Markdown results to this file")
     # A hidden flag that runs one memory measurement in a fresh subprocess and prints JSON.
     parser.add_argument("--child-memory", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-memory-warm", action="store_true", help=argparse.SUPPRESS)
 
     arguments = parser.parse_args(argv)
     arguments.models = list(dict.fromkeys(arguments.models))
@@ -444,7 +451,7 @@ def run_child_mode(arguments: argparse.Namespace) -> bool:
     if not arguments.child_memory:
         return False
     model_key, method_key = arguments.child_memory
-    print(json.dumps(measure_memory_in_child(model_key, method_key)))
+    print(json.dumps(measure_memory_in_child(model_key, method_key, arguments.child_memory_warm)))
     return True
 
 
@@ -455,7 +462,7 @@ def log_plan(arguments: argparse.Namespace) -> None:
         rounds = ", ".join(f"{key} {arguments.repeats or MODELS[key].repeats}" for key in arguments.models)
         log_progress(f"timing: {len(METHODS)} methods, one warm-up round and then rounds per model: {rounds}")
     if "memory" in arguments.stages:
-        log_progress(f"memory: {len(METHODS) * len(arguments.models)} subprocesses, one at a time")
+        log_progress(f"memory: {2 * len(METHODS) * len(arguments.models)} subprocesses, one at a time")
     if "cold-start" in arguments.stages:
         log_progress(
             f"cold start: {', '.join(arguments.cold_models)}, "
