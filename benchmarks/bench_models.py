@@ -57,6 +57,18 @@ def make_decoder_example(size: int, channels: int) -> Callable[[], torch.Tensor]
     return make_example
 
 
+def decoder_model(name: str, size: int, channels: int, repeats: int) -> BenchModel:
+    """Return the benchmark entry of an UpsamplingDecoder with ``size`` output side and ``channels`` input channels."""
+    return BenchModel(
+        name,
+        f"UpsamplingDecoder({size}, channels={channels}), batch {DECODER_BATCH}",
+        build_decoder(size, channels),
+        make_decoder_example(size, channels),
+        repeats=repeats,
+        forward_repeats=20,
+    )
+
+
 def build_wide_mlp(lazy: bool) -> nn.Module:
     layers: list[nn.Module] = []
     for _ in range(MLP_BLOCKS):
@@ -92,31 +104,10 @@ def make_resnet_example() -> torch.Tensor:
 MODELS: dict[str, BenchModel] = {
     model.name: model
     for model in (
-        BenchModel(
-            "decoder-256",
-            f"UpsamplingDecoder(256, channels=512), batch {DECODER_BATCH}",
-            build_decoder(256, 512),
-            make_decoder_example(256, 512),
-            repeats=30,
-            forward_repeats=20,
-        ),
-        BenchModel(
-            "decoder-1024",
-            f"UpsamplingDecoder(1024, channels=512), batch {DECODER_BATCH}",
-            build_decoder(1024, 512),
-            make_decoder_example(1024, 512),
-            # An eager dry run of this model takes seconds, and each round runs three.
-            repeats=15,
-            forward_repeats=20,
-        ),
-        BenchModel(
-            "decoder-256-c256",
-            f"UpsamplingDecoder(256, channels=256), batch {DECODER_BATCH}",
-            build_decoder(256, 256),
-            make_decoder_example(256, 256),
-            repeats=30,
-            forward_repeats=20,
-        ),
+        decoder_model("decoder-256", 256, 512, repeats=30),
+        # An eager dry run of this model takes seconds, and each round runs three.
+        decoder_model("decoder-1024", 1024, 512, repeats=15),
+        decoder_model("decoder-256-c256", 256, 256, repeats=30),
         BenchModel(
             "mlp-wide",
             f"{MLP_BLOCKS} x (Linear({MLP_WIDTH}, {MLP_WIDTH}), ReLU), batch {MLP_BATCH}",
