@@ -97,7 +97,8 @@ def _initialize_with_new_tensors(module: nn.Module, rule: WidthRule, width: int)
     copied for the static model owns its uninitialized tensors, so they are replaced
     by new tensors of the same shapes, dtypes and devices instead. ``reset_parameters``
     then draws the same random numbers. Returns False, having changed nothing, when
-    the module owns an uninitialized tensor not listed here, so the caller takes torch's path.
+    the module's uninitialized tensors are not exactly those torch would materialize,
+    so the caller takes torch's path.
     """
     shapes = _built_in_shapes(module, rule, width)
     pending = [
@@ -106,7 +107,10 @@ def _initialize_with_new_tensors(module: nn.Module, rule: WidthRule, width: int)
         for key, tensor in store.items()
         if isinstance(tensor, UninitializedTensorMixin)
     ]
-    if not pending or any(key not in shapes for _, key, _ in pending):
+    # torch materializes each of these tensors that the module has. A module where some
+    # are already real, or that owns others, goes to torch and fails as an eager call would.
+    present = {key for key in shapes if module._parameters.get(key) is not None or module._buffers.get(key) is not None}
+    if not pending or {key for _, key, _ in pending} != present:
         return False
     setattr(module, rule.inferred_argument, width)
     for store, key, tensor in pending:

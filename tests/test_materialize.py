@@ -302,6 +302,14 @@ def test_unknown_uninitialized_tensor_reported():
     assert isinstance(model[0].weight, UninitializedTensorMixin)
 
 
+def test_real_bias_on_lazy_conv_fails_as_eager():
+    # torch's LazyConv2d expects an uninitialized bias and fails an eager dry run without one.
+    model = nn.Sequential(nn.LazyConv2d(4, 3))
+    model[0].bias = nn.Parameter(torch.zeros(4))
+    with pytest.raises(fxlazy.LazyInitializationError, match="bias must be an UninitializedParameter"):
+        fxlazy.materialize(model, torch.randn(1, 3, 5, 5))
+
+
 def test_keyword_and_scalar_inputs():
     torch.manual_seed(0)
     model = KeywordNet()
