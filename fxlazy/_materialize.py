@@ -102,7 +102,9 @@ def materialize(
     inputs = bind_example(model, example, example_kwargs)
     further = [bind_example(model, other, example_kwargs) for other in more_examples]
     _reject_lazy_root(model)
-    _check_lazy_devices(model, inputs.tensors.values())
+    # Every check below reads the pending lazy modules, so the model is walked once.
+    pending = [(name, module) for name, module in model.named_modules() if is_pending_lazy(module)]
+    _check_lazy_devices(pending, inputs.tensors.values())
 
     # Phase 1: everything that can fail runs before anything is copied or changed.
     # Tracing and propagation only read the model; lazy modules run as meta twins.
@@ -113,7 +115,7 @@ def materialize(
     )
     propagation.propagate(*inputs.tensors.values())
     check_examples_agree(model, inputs, traced, propagation, further, leaf_modules)
-    _reject_unused_lazy_modules(model, {spec.module for spec, _ in propagation.first_calls})
+    _reject_unused_lazy_modules(model, pending, {spec.module for spec, _ in propagation.first_calls})
 
     # Phase 2: build the GraphModule over copies of the leaves (or the model's own leaves
     # in place), then allocate and initialize the lazy modules' parameters.
@@ -124,7 +126,7 @@ def materialize(
     )
     gm.meta[SPECIALIZATIONS_KEY] = traced.specializations
     gm.meta[DYNAMIC_DIMS_KEY] = dynamic_dims([inputs, *further])
-    with _random_state(seed, _lazy_devices(model)):
+    with _random_state(seed, _lazy_devices(pending)):
         initialize_lazy_modules(gm, propagation.first_calls, replace_tensors=not inplace)
     gm.graph.lint()
     return gm
@@ -156,14 +158,14 @@ def _reject_lazy_root(model: nn.Module) -> None:
         )
 
 
-def _check_lazy_devices(model: nn.Module, tensors: Iterable[torch.Tensor]) -> None:
+def _check_lazy_devices(pending: Sequence[tuple[str, nn.Module]], tensors: Iterable[torch.Tensor]) -> None:
     """Reject lazy modules built on another device than the one all example tensors share."""
     devices = {tensor.device for tensor in tensors}
     if len(devices) != 1:
         return
     example_device = devices.pop()
-    for name, module in model.named_modules():
-        declared = lazy_tensor_device(module) if is_pending_lazy(module) else None
+    for name, module in pending:
+        declared = lazy_tensor_device(module)
         if declared is not None and declared != example_device:
             raise LazyDeviceMismatchError(
                 f"Lazy module '{name}' ({type(module).__name__}) was built on device {declared}, but the "
@@ -173,14 +175,10 @@ def _check_lazy_devices(model: nn.Module, tensors: Iterable[torch.Tensor]) -> No
             )
 
 
-def _reject_unused_lazy_modules(root: nn.Module, called: set[str]) -> None:
+def _reject_unused_lazy_modules(root: nn.Module, pending: Sequence[tuple[str, nn.Module]], called: set[str]) -> None:
     # A called leaf initializes every lazy module inside it.
     called_ids = {id(module) for name in called for module in root.get_submodule(name).modules()}
-    unused = [
-        f"'{name}' ({type(module).__name__})"
-        for name, module in root.named_modules()
-        if is_pending_lazy(module) and id(module) not in called_ids
-    ]
+    unused = [f"'{name}' ({type(module).__name__})" for name, module in pending if id(module) not in called_ids]
     if unused:
         raise UnusedLazyModuleError(
             f"forward of {type(root).__name__} never calls the lazy module(s) {', '.join(unused)} "
@@ -190,8 +188,8 @@ def _reject_unused_lazy_modules(root: nn.Module, called: set[str]) -> None:
         )
 
 
-def _lazy_devices(root: nn.Module) -> list[torch.device]:
-    devices = {lazy_tensor_device(m) for m in root.modules() if is_pending_lazy(m)}
+def _lazy_devices(pending: Sequence[tuple[str, nn.Module]]) -> list[torch.device]:
+    devices = {lazy_tensor_device(module) for _, module in pending}
     return [d for d in devices if d is not None]
 
 
