@@ -41,7 +41,7 @@ from .shape_formulas import function_output, module_output
 from .records import LAZY_CALL_KEY, TENSOR_META_KEY, CallSpec, LazyCallRecord, TensorSpec, tensor_metadata
 from .source import describe_node
 from .twins import meta_twin, to_meta
-from .widths import WidthRule, contains_pending_lazy, is_pending_lazy, lazy_tensor_dtype, width_rule_for
+from .widths import WidthRule, contains_pending_lazy, lazy_tensor_dtype, width_rule_for
 
 __all__ = ["LazyShapeProp"]
 
@@ -220,7 +220,7 @@ class LazyShapeProp(torch.fx.Interpreter):
         module = self.fetch_attr(target)
         # A leaf with lazy modules inside (a leaf the user chose) is initialized by one call,
         # like a module that owns uninitialized tensors.
-        if target in self._lazy or is_pending_lazy(module) or contains_pending_lazy(module):
+        if target in self._lazy or contains_pending_lazy(module):
             return self._call_lazy(target, module, args, kwargs)
 
         result = module_output(module, args, kwargs)

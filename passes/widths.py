@@ -102,7 +102,10 @@ def is_pending_lazy(module: nn.Module) -> bool:
 
 def contains_pending_lazy(module: nn.Module) -> bool:
     """Tell whether ``module`` or any module below it is a pending lazy module."""
-    return any(is_pending_lazy(submodule) for submodule in module.modules())
+    if is_pending_lazy(module):
+        return True
+    # Most calls are on leaves without children, where walking modules() would only cost time.
+    return bool(module._modules) and any(is_pending_lazy(submodule) for submodule in module.modules())
 
 
 def owns_uninitialized_tensors(module: nn.Module) -> bool:
