@@ -38,9 +38,12 @@ _ELEMENTWISE_FUNCTIONS: frozenset[Callable[..., Any]] = frozenset({
 _ELEMENTWISE_METHODS = frozenset({"relu", "tanh", "sigmoid", "relu_", "tanh_", "sigmoid_", "contiguous"})
 
 # Pooling classes by their number of spatial dims.
-_POOLING_DIMS: dict[type, int] = {
+_ADAPTIVE_POOLING: dict[type, int] = {
     nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
     nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3,
+}
+_POOLING_DIMS: dict[type, int] = {
+    **_ADAPTIVE_POOLING,
     nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3,
     nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3,
 }
@@ -181,10 +184,8 @@ def _norm(module: nn.Module, x: torch.Tensor, width: int) -> torch.Tensor | None
     return _meta_like(x, x.shape, _needs_grad(x, module))
 
 
-def _adaptive_pooling(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    spatial = _POOLING_DIMS[type(module)]
-    if x.dim() not in (spatial + 1, spatial + 2) or getattr(module, "return_indices", False):
-        return None
+def _adaptive_pooling(module: nn.Module, x: torch.Tensor, spatial: int) -> torch.Tensor | None:
+    """Return the output of AdaptiveAvgPool or AdaptiveMaxPool."""
     sizes = module.output_size
     sizes = (sizes,) * spatial if not isinstance(sizes, (tuple, list)) else tuple(sizes)
     if len(sizes) != spatial or any(size is not None and (type(size) is not int or size <= 0) for size in sizes):
@@ -195,18 +196,20 @@ def _adaptive_pooling(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None
     return _meta_like(x, (*x.shape[:-spatial], *out_sizes), x.requires_grad and torch.is_grad_enabled())
 
 
-def _window_pooling(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """Return the output of MaxPool or AvgPool without ceil_mode and without returned indices."""
-    spatial = _POOLING_DIMS[type(module)]
-    if x.dim() not in (spatial + 1, spatial + 2) or module.ceil_mode or getattr(module, "return_indices", False):
+def _window_pooling(module: nn.Module, x: torch.Tensor, spatial: int) -> torch.Tensor | None:
+    """Return the output of MaxPool or AvgPool without ceil_mode."""
+    if module.ceil_mode:
         return None
 
     def per_dim(value: Any) -> tuple[int, ...] | None:
-        values = (value,) * spatial if type(value) is int else tuple(value)
-        return values if len(values) == spatial and all(type(v) is int for v in values) else None
+        if type(value) is int:
+            return (value,) * spatial
+        if not isinstance(value, (tuple, list)) or len(value) != spatial:
+            return None
+        return tuple(value) if all(type(v) is int for v in value) else None
 
     kernel = per_dim(module.kernel_size)
-    stride = per_dim(module.stride if module.stride is not None else module.kernel_size)
+    stride = per_dim(module.stride)
     padding = per_dim(module.padding)
     dilation = per_dim(getattr(module, "dilation", 1))
     if kernel is None or stride is None or padding is None or dilation is None:
@@ -243,12 +246,12 @@ def module_output(module: nn.Module, args: tuple, kwargs: dict[str, Any], width:
         return _meta_like(x, x.shape, x.requires_grad and torch.is_grad_enabled())
 
     if type(module) in _POOLING_DIMS:
+        spatial = _POOLING_DIMS[type(module)]
         x = _single_tensor_input(args, kwargs)
-        if x is None:
+        if x is None or x.dim() not in (spatial + 1, spatial + 2) or getattr(module, "return_indices", False):
             return None
-        adaptive = isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-                                       nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d))
-        return _adaptive_pooling(module, x) if adaptive else _window_pooling(module, x)
+        pooling = _adaptive_pooling if type(module) in _ADAPTIVE_POOLING else _window_pooling
+        return pooling(module, x, spatial)
 
     output_size = None
     if isinstance(module, _ConvTransposeNd) and set(kwargs) <= {"output_size"} and len(args) == 1:
