@@ -22,35 +22,6 @@ MAX_ERROR_CHARS = 160
 PROGRESS_INTERVAL_SECONDS = 30.0
 
 
-def read_proc_field(path: str, field_name: str) -> str | None:
-    try:
-        with open(path) as file:
-            for line in file:
-                name, _, value = line.partition(":")
-                if name.strip() == field_name:
-                    return value.strip()
-    except OSError:
-        return None
-    return None
-
-
-def peak_rss_kib() -> int:
-    """Return this process's peak resident set size in KiB, read from VmHWM in /proc/self/status.
-
-    ru_maxrss from resource.getrusage would be the usual source, but Linux keeps it across
-    execve (getrusage(2)). A subprocess that the benchmark starts after the timing stage
-    would then report the benchmark's own peak, which is gigabytes after the large models.
-    VmHWM covers only the subprocess's own address space, which starts empty at execve.
-    """
-    value = read_proc_field("/proc/self/status", "VmHWM")
-    if value is None:
-        raise RuntimeError(
-            "VmHWM is missing from /proc/self/status. The memory stage needs Linux's procfs, "
-            "so leave memory out of --stages on this system."
-        )
-    return int(value.split()[0])
-
-
 def format_ms(seconds: float) -> str:
     ms = seconds * 1000
     if ms >= 100:

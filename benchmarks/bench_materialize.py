@@ -74,12 +74,12 @@ from bench_common import (  # noqa: E402
     format_ratio,
     log_progress,
     markdown_table,
-    read_proc_field,
 )
 from bench_forward import ForwardTiming, format_forward, measure_forward  # noqa: E402
 from bench_memory import MemoryResults, format_memory, measure_memory, measure_memory_in_child, memory_ratio  # noqa: E402
 from bench_methods import METHODS  # noqa: E402
 from bench_models import MODELS  # noqa: E402
+from bench_proc import read_proc_field  # noqa: E402
 from bench_profile import profile_materialize  # noqa: E402
 from bench_timing import ModelTiming, format_microseconds, format_timing, time_round_robin  # noqa: E402
 

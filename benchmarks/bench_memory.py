@@ -9,9 +9,10 @@ from typing import Any
 
 from fxlazy.examples import ResNetClassifier, UpsamplingDecoder
 
-from bench_common import extra_mib, format_ratio, log_progress, markdown_table, peak_rss_kib, run_script_child
+from bench_common import extra_mib, format_ratio, log_progress, markdown_table, run_script_child
 from bench_methods import METHODS, METHODS_BY_KEY, run_method
 from bench_models import MODELS, BenchModel
+from bench_proc import peak_rss_kib
 
 
 # Small models that a warmed-up child runs through the method once before it measures.

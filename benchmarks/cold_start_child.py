@@ -8,8 +8,8 @@ measurement::
 It times ``import torch`` and ``import fxlazy``, then imports the comma-separated MODULES
 if given, timing that too. Then it builds the lazy model and materializes it twice, timing
 the builds apart from the materialize calls, and lists the modules that the first
-materialize call imported. Before that call it imports only the standard library modules
-below and bench_models.py, so that the benchmark's own imports hide none of the call's.
+materialize call imported. Before that call it imports only the standard library modules,
+bench_proc.py and bench_models.py, so that the benchmark's own imports hide none of the call's.
 """
 
 from __future__ import annotations
@@ -21,17 +21,8 @@ import sys
 import time
 from typing import Any
 
-
-def peak_rss_kib() -> int:
-    """Return this process's peak RSS in KiB (VmHWM), as bench_common.peak_rss_kib does.
-
-    bench_common imports tabulate and other modules, which this script must not load.
-    """
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise RuntimeError("VmHWM is missing from /proc/self/status, so the cold-start stage cannot run here.")
+# Standard library only, like the imports above.
+from bench_proc import peak_rss_kib
 
 
 def import_timed(name: str) -> tuple[Any, float]:
