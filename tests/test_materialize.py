@@ -282,8 +282,12 @@ def _linear_with_frozen_weight() -> nn.Sequential:
 
 def test_frozen_weight_stays_frozen():
     x = torch.randn(4, 5, dtype=torch.float64)
-    static = fxlazy.materialize(_linear_with_frozen_weight(), x, seed=1)
+    model = _linear_with_frozen_weight()
+    before = snapshot_model(model)
+    static = fxlazy.materialize(model, x, seed=1)
     reference, _ = eager_dry_run(_linear_with_frozen_weight(), (x,), seed=1)
+
+    assert_model_unchanged(model, before)
 
     assert type(static.get_submodule("0").weight) is nn.Parameter
     assert static.get_submodule("0").weight.requires_grad is False
@@ -297,17 +301,21 @@ def test_unknown_uninitialized_tensor_reported():
     # 'extra' uninitialized too; materialize must name it instead of allocating it.
     model = nn.Sequential(nn.LazyLinear(3))
     model[0].register_parameter("extra", nn.UninitializedParameter())
+    before = snapshot_model(model)
     with pytest.raises(fxlazy.LazyInitializationError, match="'extra'"):
         fxlazy.materialize(model, torch.randn(2, 5))
     assert isinstance(model[0].weight, UninitializedTensorMixin)
+    assert_model_unchanged(model, before)
 
 
 def test_real_bias_on_lazy_conv_fails_as_eager():
     # torch's LazyConv2d expects an uninitialized bias and fails an eager dry run without one.
     model = nn.Sequential(nn.LazyConv2d(4, 3))
     model[0].bias = nn.Parameter(torch.zeros(4))
+    before = snapshot_model(model)
     with pytest.raises(fxlazy.LazyInitializationError, match="bias must be an UninitializedParameter"):
         fxlazy.materialize(model, torch.randn(1, 3, 5, 5))
+    assert_model_unchanged(model, before)
 
 
 def test_keyword_and_scalar_inputs():

@@ -299,9 +299,12 @@ class _InPlaceAfterLazy(nn.Module):
 
 def test_in_place_calls_after_lazy_layer():
     x = torch.randn(2, 3, 5, 5)
-    static = fxlazy.materialize(_InPlaceAfterLazy(), x, seed=3)
+    model = _InPlaceAfterLazy()
+    before = snapshot_model(model)
+    static = fxlazy.materialize(model, x, seed=3)
     reference, expected = eager_dry_run(_InPlaceAfterLazy(), (x,), seed=3)
 
+    assert_model_unchanged(model, before)
     assert_state_dicts_equal(static.state_dict(), reference.state_dict())
     assert torch.equal(static(x), expected)
     output = next(iter(static.graph.find_nodes(op="output")))
