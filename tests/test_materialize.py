@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import pickle
 
 import pytest
@@ -420,3 +421,23 @@ def test_model_without_lazy_layers():
     assert report.rows == ()
     assert str(report).splitlines()[0] == "Sequential: no lazy modules were materialized."
     assert torch.equal(static.get_submodule("0").weight, model[0].weight)
+
+
+@pytest.mark.parametrize("enabled_before", [True, False], ids=["enabled", "disabled"])
+@pytest.mark.parametrize("fails", [False, True], ids=["success", "failure"])
+def test_garbage_collector_state_restored(enabled_before, fails):
+    # materialize pauses the cyclic collector while it runs; the caller's setting must survive.
+    # A layer too large to allocate fails in the last phase, at initialization.
+    model = nn.Sequential(nn.LazyLinear(2**40 if fails else 3))
+    example = torch.randn(2, 5)
+    was_enabled = gc.isenabled()
+    (gc.enable if enabled_before else gc.disable)()
+    try:
+        if fails:
+            with pytest.raises(fxlazy.LazyInitializationError):
+                fxlazy.materialize(model, example)
+        else:
+            fxlazy.materialize(model, example)
+        assert gc.isenabled() is enabled_before
+    finally:
+        (gc.enable if was_enabled else gc.disable)()
