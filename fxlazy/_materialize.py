@@ -142,7 +142,7 @@ def _materialize(
     )
     gm.meta[SPECIALIZATIONS_KEY] = traced.specializations
     gm.meta[DYNAMIC_DIMS_KEY] = dynamic_dims([inputs, *further])
-    with _random_state(seed, _lazy_devices(pending)):
+    with _random_state(seed, pending):
         initialize_lazy_modules(gm, propagation.first_calls, replace_tensors=not inplace)
     gm.graph.lint()
     return gm
@@ -224,18 +224,15 @@ def _reject_unused_lazy_modules(root: nn.Module, pending: Sequence[tuple[str, nn
         )
 
 
-def _lazy_devices(pending: Sequence[tuple[str, nn.Module]]) -> list[torch.device]:
-    devices = {lazy_tensor_device(module) for _, module in pending}
-    return [d for d in devices if d is not None]
-
-
 @contextlib.contextmanager
-def _random_state(seed: int | None, devices: list[torch.device]) -> Iterator[None]:
-    """Seed every generator the lazy modules draw from, and restore them afterwards."""
+def _random_state(seed: int | None, pending: Sequence[tuple[str, nn.Module]]) -> Iterator[None]:
+    """Seed every generator the pending lazy modules draw from, and restore them afterwards."""
     if seed is None:
         yield
         return
-    accelerator_indexes = [d.index or 0 for d in devices if d.type == "cuda"]
+    # Reading an uninitialized tensor's device costs microseconds, so only a seed pays for it.
+    devices = {lazy_tensor_device(module) for _, module in pending}
+    accelerator_indexes = [d.index or 0 for d in devices if d is not None and d.type == "cuda"]
     with torch.random.fork_rng(devices=accelerator_indexes):
         torch.manual_seed(seed)
         yield

@@ -24,6 +24,8 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.modules.lazy import LazyModuleMixin
 
+from .widths import tensor_properties
+
 __all__ = ["module_output", "function_output"]
 
 _ELEMENTWISE_MODULES: tuple[type, ...] = (
@@ -103,14 +105,18 @@ def _single_tensor_input(args: tuple, kwargs: dict[str, Any]) -> torch.Tensor | 
     return x
 
 
+def _parameters(module: nn.Module) -> list[torch.Tensor]:
+    return [p for p in module._parameters.values() if p is not None]
+
+
 def _needs_grad(x: torch.Tensor, module: nn.Module) -> bool:
     if not torch.is_grad_enabled():
         return False
-    return x.requires_grad or any(p.requires_grad for p in module._parameters.values() if p is not None)
+    return x.requires_grad or any(requires_grad for _, _, requires_grad in tensor_properties(_parameters(module)))
 
 
 def _parameters_match(x: torch.Tensor, module: nn.Module) -> bool:
-    return all(p.dtype == x.dtype for p in module._parameters.values() if p is not None)
+    return all(dtype == x.dtype for dtype, _, _ in tensor_properties(_parameters(module)))
 
 
 def _linear(module: nn.Linear, x: torch.Tensor, width: int) -> torch.Tensor | None:

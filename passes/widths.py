@@ -8,6 +8,7 @@ have no rule: their widths are taken from the attributes ``initialize_parameters
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,7 @@ __all__ = [
     "contains_pending_lazy",
     "lazy_tensor_dtype",
     "lazy_tensor_device",
+    "tensor_properties",
 ]
 
 
@@ -113,6 +115,18 @@ def owns_uninitialized_tensors(module: nn.Module) -> bool:
     return _first_lazy_tensor(module) is not None
 
 
+def tensor_properties(tensors: Iterable[torch.Tensor]) -> list[tuple[torch.dtype, torch.device, bool]]:
+    """Return the dtype, device and ``requires_grad`` of each tensor, uninitialized ones included.
+
+    An uninitialized parameter or buffer runs its Python ``__torch_function__`` on every
+    attribute read, about 2 µs a read (torch 2.13, timeit on a 2-core AMD EPYC). Reads
+    with subclass handlers disabled return the same values in a tenth of that.
+    """
+    # NOTE: DisableTorchFunctionSubclass is torch's private API; pyproject.toml pins torch 2.13.
+    with torch._C.DisableTorchFunctionSubclass():
+        return [(tensor.dtype, tensor.device, tensor.requires_grad) for tensor in tensors]
+
+
 def _first_lazy_tensor(module: nn.Module) -> torch.Tensor | None:
     for tensor in (*module._parameters.values(), *module._buffers.values()):
         if isinstance(tensor, nn.parameter.UninitializedTensorMixin):
@@ -123,10 +137,10 @@ def _first_lazy_tensor(module: nn.Module) -> torch.Tensor | None:
 def lazy_tensor_dtype(module: nn.Module) -> torch.dtype | None:
     """Return the dtype declared for the module's uninitialized parameters, if it has any."""
     tensor = _first_lazy_tensor(module)
-    return None if tensor is None else tensor.dtype
+    return None if tensor is None else tensor_properties((tensor,))[0][0]
 
 
 def lazy_tensor_device(module: nn.Module) -> torch.device | None:
     """Return the device declared for the module's uninitialized parameters, if it has any."""
     tensor = _first_lazy_tensor(module)
-    return None if tensor is None else tensor.device
+    return None if tensor is None else tensor_properties((tensor,))[0][1]
