@@ -15,9 +15,11 @@ from ._inputs import bind_example
 from ._several_examples import check_examples_agree, dynamic_dims
 from .errors import InvalidOptionError, LazyDeviceMismatchError, UnsupportedLazyModuleError, UnusedLazyModuleError
 from .passes.assemble import assemble_graph_module
+from .passes.clone import TensorCopier
 from .passes.initialize import initialize_lazy_modules
 from .passes.propagate import LazyShapeProp
 from .passes.records import DYNAMIC_DIMS_KEY, SPECIALIZATIONS_KEY
+from .passes.static_leaves import build_static_leaves, static_leaves_by_original
 from .passes.trace import stack_traces_by_node, trace_with_lazy_leaves
 from .passes.widths import is_pending_lazy, lazy_tensor_device
 
@@ -133,17 +135,27 @@ def _materialize(
     check_examples_agree(model, inputs, traced, propagation, further, leaf_modules)
     _reject_unused_lazy_modules(model, pending, {spec.module for spec, _ in propagation.first_calls})
 
-    # Phase 2: build the GraphModule over copies of the leaves (or the model's own leaves
-    # in place), then allocate and initialize the lazy modules' parameters.
+    # Phase 2: build the static module of each built-in lazy layer directly (not for
+    # inplace or meta results), the GraphModule over copies of the other leaves (or the
+    # model's own leaves in place), then initialize parameters in first-call order.
     # NOTE: with inplace=True, a user's initialize_parameters that works on meta tensors
     # but fails on real ones leaves the modules before it initialized.
+    copy_tensor = TensorCopier(on_meta)
+    static_leaves = {} if inplace or on_meta else build_static_leaves(model, propagation.first_calls, copy_tensor)
     gm = assemble_graph_module(
-        model, traced.graph, traced.traced_through, type(model).__name__, copy_modules=not inplace, on_meta=on_meta
+        model,
+        traced.graph,
+        traced.traced_through,
+        type(model).__name__,
+        copy_modules=not inplace,
+        on_meta=on_meta,
+        copy_tensor=copy_tensor,
+        static_leaves=static_leaves_by_original(model, static_leaves),
     )
     gm.meta[SPECIALIZATIONS_KEY] = traced.specializations
     gm.meta[DYNAMIC_DIMS_KEY] = dynamic_dims([inputs, *further])
     with _random_state(seed, pending):
-        initialize_lazy_modules(gm, propagation.first_calls, replace_tensors=not inplace)
+        initialize_lazy_modules(gm, propagation.first_calls, replace_tensors=not inplace, static_leaves=static_leaves)
     gm.graph.lint()
     return gm
 

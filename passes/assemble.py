@@ -12,7 +12,7 @@ materialization, kept as the object it is.
 from __future__ import annotations
 
 import copy
-from collections.abc import Set
+from collections.abc import Mapping, Set
 
 import torch
 import torch.fx
@@ -28,13 +28,20 @@ __all__ = ["assemble_graph_module"]
 class _TreeBuilder:
     """Mirror a module tree, turning inlined containers into plain modules."""
 
-    def __init__(self, traced_through: Set[str], copy_modules: bool, on_meta: bool) -> None:
+    def __init__(
+        self,
+        traced_through: Set[str],
+        copy_modules: bool,
+        copy_tensor: TensorCopier,
+        static_leaves: Mapping[int, nn.Module],
+    ) -> None:
         self.traced_through = traced_through
         self.copy_modules = copy_modules
-        self.copy_tensor = TensorCopier(on_meta)
+        self.copy_tensor = copy_tensor
         # Maps id() of an original module to its mirror, so a module registered under
-        # two names stays one object.
-        self.mirrors: dict[int, nn.Module] = {}
+        # two names stays one object. Static leaves built in advance are mirrors already.
+        self.mirrors: dict[int, nn.Module] = dict(static_leaves)
+        self.static_leaves = static_leaves
 
     def copy_state_into(self, shell: nn.Module, module: nn.Module) -> None:
         def own(tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -56,7 +63,7 @@ class _TreeBuilder:
         if id(module) in self.mirrors:
             return self.mirrors[id(module)]
         if name not in self.traced_through:
-            result = clone_module(module, self.copy_tensor, name) if self.copy_modules else module
+            result = clone_module(module, self.copy_tensor, name, self.static_leaves) if self.copy_modules else module
             self.mirrors[id(module)] = result
             return result
 
@@ -93,6 +100,8 @@ def assemble_graph_module(
     class_name: str,
     copy_modules: bool = True,
     on_meta: bool = False,
+    copy_tensor: TensorCopier | None = None,
+    static_leaves: Mapping[int, nn.Module] | None = None,
 ) -> torch.fx.GraphModule:
     """Return a GraphModule running ``graph`` over the full module tree of ``root``.
 
@@ -104,11 +113,18 @@ def assemble_graph_module(
         copy_modules: copy every leaf, parameter and buffer, so the GraphModule shares
             nothing with ``root``. When false, the GraphModule shares them.
         on_meta: make the copies' tensors meta tensors, without data; needs ``copy_modules``.
+        copy_tensor: the copier for parameters and buffers, when the caller has copied
+            tensors with it already, so tied tensors stay tied; by default a new
+            ``TensorCopier(on_meta)``.
+        static_leaves: modules to place in the tree instead of copies, by ``id()`` of the
+            original modules they replace (see ``passes/static_leaves.py``).
     """
     # GraphModule.__init__ reads the graph's targets from the root. An empty root with
     # a graph is not accepted, so it is built over ``root`` and its tree replaced below.
     gm = torch.fx.GraphModule(root, graph, class_name)
-    builder = _TreeBuilder(traced_through, copy_modules, on_meta)
+    builder = _TreeBuilder(
+        traced_through, copy_modules, copy_tensor or TensorCopier(on_meta), static_leaves or {}
+    )
     builder.mirrors[id(root)] = gm
     builder.copy_state_into(gm, root)
     gm._modules = {}

@@ -11,6 +11,7 @@ without the lazy hooks; ``initialize_lazy_module`` does their work directly.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from fxlazy.errors import ModelCopyError
 from .twins import deepcopy_with_tensors, fresh_uninitialized, to_meta
 from .widths import width_rule_for
 
-__all__ = ["TensorCopier", "clone_module", "describe_uncopyable_attribute"]
+__all__ = ["TensorCopier", "can_copy_shallow", "clone_module", "describe_uncopyable_attribute", "shallow_copy"]
 
 # Attribute value types a shallow copy may share, because they cannot change in place.
 _IMMUTABLE = (bool, int, float, str, bytes, type(None), torch.dtype, torch.device)
@@ -32,6 +33,8 @@ _IMMUTABLE_TYPES = frozenset(_IMMUTABLE)
 _MODULE_CONTAINERS = frozenset(k for k, v in vars(nn.Module()).items() if isinstance(v, (dict, set)))
 _TENSOR_CONTAINERS = frozenset({"_parameters", "_buffers"})
 _LAZY_HANDLES = frozenset({"_initialize_hook", "_load_hook"})
+# Attributes that shallow_copy replaces or drops instead of sharing.
+_COPIED_SEPARATELY = _TENSOR_CONTAINERS | _LAZY_HANDLES | {"_non_persistent_buffers_set"}
 
 
 def _is_immutable(value: object) -> bool:
@@ -74,7 +77,7 @@ class TensorCopier:
         return result
 
 
-def _can_copy_shallow(module: nn.Module) -> bool:
+def can_copy_shallow(module: nn.Module) -> bool:
     """Tell whether a shallow copy with new containers is an exact copy of ``module``.
 
     That holds for a torch.nn class without children, whose other attributes are
@@ -87,19 +90,32 @@ def _can_copy_shallow(module: nn.Module) -> bool:
         return False
     lazy_hook_ids = {handle.id for name in _LAZY_HANDLES if (handle := module.__dict__.get(name)) is not None}
     for name, value in vars(module).items():
-        if name in _TENSOR_CONTAINERS or name in _LAZY_HANDLES or name == "_non_persistent_buffers_set":
+        # Most attributes are numbers and strings, so that test comes first.
+        if type(value) in _IMMUTABLE_TYPES or name in _COPIED_SEPARATELY:
             continue
         if name in _MODULE_CONTAINERS:
-            if any(key not in lazy_hook_ids for key in value):
+            if value and any(key not in lazy_hook_ids for key in value):
                 return False
         elif not _is_immutable(value):
             return False
     return True
 
 
-def _shallow_copy(module: nn.Module, copy_tensor: TensorCopier) -> nn.Module:
+def shallow_copy(
+    module: nn.Module,
+    copy_tensor: TensorCopier,
+    replacements: Mapping[str, torch.Tensor] | None = None,
+    as_class: type[nn.Module] | None = None,
+) -> nn.Module:
+    """Copy a module that ``can_copy_shallow`` accepts, with new containers and copied tensors.
+
+    Parameters and buffers named in ``replacements`` take the given tensors instead of
+    copies. ``as_class`` makes the copy an instance of that class, the way torch's
+    ``cls_to_become`` swaps a lazy module's class after its first call.
+    """
     # What copy.copy does for a module, without its __reduce_ex__ round trip.
-    result = type(module).__new__(type(module))
+    cls = type(module) if as_class is None else as_class
+    result = cls.__new__(cls)
     state = result.__dict__
     state.update(module.__dict__)
     for name in _MODULE_CONTAINERS - _TENSOR_CONTAINERS:
@@ -108,8 +124,15 @@ def _shallow_copy(module: nn.Module, copy_tensor: TensorCopier) -> nn.Module:
             continue
         # Hook dicts are empty or hold only the lazy hooks, which the copy drops.
         state[name] = type(value)(value) if name == "_non_persistent_buffers_set" else type(value)()
-    state["_parameters"] = {k: None if v is None else copy_tensor(v) for k, v in module._parameters.items()}
-    state["_buffers"] = {k: None if v is None else copy_tensor(v) for k, v in module._buffers.items()}
+    replacements = replacements or {}
+
+    def own(key: str, tensor: torch.Tensor | None) -> torch.Tensor | None:
+        if key in replacements:
+            return replacements[key]
+        return None if tensor is None else copy_tensor(tensor)
+
+    state["_parameters"] = {k: own(k, v) for k, v in module._parameters.items()}
+    state["_buffers"] = {k: own(k, v) for k, v in module._buffers.items()}
     for name in _LAZY_HANDLES:
         state.pop(name, None)
     return result
@@ -137,19 +160,26 @@ def _find_uncopyable_attribute(module: nn.Module) -> str | None:
     return None
 
 
-def clone_module(module: nn.Module, copy_tensor: TensorCopier, name: str = "") -> nn.Module:
+def clone_module(
+    module: nn.Module,
+    copy_tensor: TensorCopier,
+    name: str = "",
+    replacements: Mapping[int, nn.Module] | None = None,
+) -> nn.Module:
     """Return an independent copy of ``module`` with its tensors copied by ``copy_tensor``.
 
     A pending lazy module copied shallowly loses its lazy hooks and keeps its class.
+    ``replacements`` maps ``id()`` of submodules to the modules the copy holds in their
+    place, such as static leaves built in advance.
 
     Raises:
         ModelCopyError: deepcopy failed; the message names the module ``name`` and the
             attribute that cannot be copied.
     """
-    if _can_copy_shallow(module):
-        return _shallow_copy(module, copy_tensor)
+    if can_copy_shallow(module):
+        return shallow_copy(module, copy_tensor)
     try:
-        return deepcopy_with_tensors(module, copy_tensor)
+        return deepcopy_with_tensors(module, copy_tensor, replacements)
     except Exception as error:
         where = describe_uncopyable_attribute(module)
         raise ModelCopyError(

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.fx.node import map_aggregate
-from torch.nn.parameter import UninitializedTensorMixin
 
 from fxlazy.errors import LazyInitializationError
 
 from .records import CallSpec, TensorSpec
+from .static_leaves import built_in_tensors
 from .widths import WidthRule, lazy_tensor_device, width_rule_for
 
 __all__ = ["initialize_lazy_module", "initialize_lazy_modules", "real_inputs_for"]
@@ -78,17 +78,6 @@ def _initialize_by_calling(module: nn.Module, name: str, args: tuple, kwargs: Ma
         )
 
 
-def _built_in_shapes(module: nn.Module, rule: WidthRule, width: int) -> dict[str, tuple[int, ...]]:
-    """Return the shape that torch's ``initialize_parameters`` gives each tensor of a built-in lazy class."""
-    if rule.inferred_argument == "in_features":
-        return {"weight": (module.out_features, width), "bias": (module.out_features,)}
-    if rule.inferred_argument == "in_channels":
-        out, groups, kernel = module.out_channels, module.groups, tuple(module.kernel_size)
-        weight = (width, out // groups, *kernel) if module.transposed else (out, width // groups, *kernel)
-        return {"weight": weight, "bias": (out,)}
-    return dict.fromkeys(("weight", "bias", "running_mean", "running_var"), (width,))
-
-
 def _initialize_with_new_tensors(module: nn.Module, rule: WidthRule, width: int) -> bool:
     """Do what a built-in class's ``initialize_parameters`` does, with new tensor objects.
 
@@ -97,28 +86,16 @@ def _initialize_with_new_tensors(module: nn.Module, rule: WidthRule, width: int)
     copied for the static model owns its uninitialized tensors, so they are replaced
     by new tensors of the same shapes, dtypes and devices instead. ``reset_parameters``
     then draws the same random numbers. Returns False, having changed nothing, when
-    the module's uninitialized tensors are not exactly those torch would materialize,
-    so the caller takes torch's path.
+    ``built_in_tensors`` finds tensors other than those torch would materialize, so
+    the caller takes torch's path.
     """
-    shapes = _built_in_shapes(module, rule, width)
-    pending = [
-        (store, key, tensor)
-        for store in (module._parameters, module._buffers)
-        for key, tensor in store.items()
-        if isinstance(tensor, UninitializedTensorMixin)
-    ]
-    # torch materializes each of these tensors that the module has. A module where some
-    # are already real, or that owns others, goes to torch and fails as an eager call would.
-    present = {key for key in shapes if module._parameters.get(key) is not None or module._buffers.get(key) is not None}
-    if not pending or {key for _, key, _ in pending} != present:
+    tensors = built_in_tensors(module, rule, width)
+    if tensors is None:
         return False
     setattr(module, rule.inferred_argument, width)
-    for store, key, tensor in pending:
-        allocated = torch.empty(shapes[key], dtype=tensor.dtype, device=tensor.device)
-        if isinstance(tensor, nn.Parameter):
-            store[key] = nn.Parameter(allocated, requires_grad=tensor.requires_grad)
-        else:
-            store[key] = allocated.requires_grad_(tensor.requires_grad)
+    for key, tensor in tensors.items():
+        store = module._parameters if key in module._parameters else module._buffers
+        store[key] = tensor
     module.reset_parameters()
     return True
 
@@ -202,18 +179,40 @@ def real_inputs_for(spec: CallSpec, device: torch.device) -> tuple[tuple, dict[s
     return map_aggregate(spec.args, build), dict(map_aggregate(spec.kwargs, build))
 
 
+def _reset_static_leaf(module: nn.Module, name: str) -> None:
+    """Initialize a module built by ``build_static_leaves``, whose tensors hold no values yet."""
+    try:
+        module.reset_parameters()
+    except Exception as error:
+        raise LazyInitializationError(
+            f"Module '{name}' ({type(module).__name__}) failed in reset_parameters after fxlazy "
+            f"allocated its tensors: {type(error).__name__}: {error}. Check that an eager forward of "
+            "the lazy model succeeds with this example."
+        ) from error
+
+
 def initialize_lazy_modules(
-    root: nn.Module, first_calls: Iterable[tuple[CallSpec, int | None]], replace_tensors: bool = False
+    root: nn.Module,
+    first_calls: Iterable[tuple[CallSpec, int | None]],
+    replace_tensors: bool = False,
+    static_leaves: Mapping[str, nn.Module] | None = None,
 ) -> None:
     """Initialize the pending lazy modules of ``root`` in the order of their first calls.
 
     The order matters: it is the order an eager forward would initialize them in, and so
     the order in which they draw from the random number generator. ``replace_tensors``
-    is passed on to ``initialize_lazy_module``.
+    is passed on to ``initialize_lazy_module``. ``static_leaves`` are the modules that
+    ``build_static_leaves`` built for the static model, by the names of their first
+    calls. They only need ``reset_parameters``.
     """
+    static_leaves = static_leaves or {}
     for spec, width in first_calls:
-        module = root.get_submodule(spec.module)
-        device = lazy_tensor_device(module) or torch.device("cpu")
-        args, kwargs = real_inputs_for(spec, device)
+        static = static_leaves.get(spec.module)
         with torch.no_grad():
+            if static is not None:
+                _reset_static_leaf(static, spec.module)
+                continue
+            module = root.get_submodule(spec.module)
+            device = lazy_tensor_device(module) or torch.device("cpu")
+            args, kwargs = real_inputs_for(spec, device)
             initialize_lazy_module(module, spec.module, args, kwargs, width, replace_tensors)

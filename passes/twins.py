@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import torch
@@ -55,9 +55,18 @@ def _empty_containers_memo(module: nn.Module) -> dict[int, object]:
     return memo
 
 
-def deepcopy_with_tensors(module: ModuleT, copy_tensor: Callable[[torch.Tensor], torch.Tensor]) -> ModuleT:
-    """Deep-copy ``module``, replacing each parameter and buffer with ``copy_tensor(tensor)``."""
+def deepcopy_with_tensors(
+    module: ModuleT,
+    copy_tensor: Callable[[torch.Tensor], torch.Tensor],
+    replacements: Mapping[int, nn.Module] | None = None,
+) -> ModuleT:
+    """Deep-copy ``module``, replacing each parameter and buffer with ``copy_tensor(tensor)``.
+
+    ``replacements`` maps ``id()`` of submodules to the modules that take their place in
+    the copy, uncopied.
+    """
     memo = _empty_containers_memo(module)
+    memo.update(replacements or {})
     for submodule in module.modules():
         for tensor in (*submodule._parameters.values(), *submodule._buffers.values()):
             if tensor is not None and id(tensor) not in memo:

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
 import fxlazy
-from fxlazy.passes.clone import TensorCopier, _can_copy_shallow, clone_module
+from fxlazy.passes.clone import TensorCopier, can_copy_shallow, clone_module
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ from fxlazy.passes.clone import TensorCopier, _can_copy_shallow, clone_module
 def test_builtin_leaf_copied_shallow(build):
     torch.manual_seed(0)
     module = build()
-    assert _can_copy_shallow(module)
+    assert can_copy_shallow(module)
 
     copy = clone_module(module, TensorCopier())
 
@@ -55,7 +55,7 @@ def test_user_hook_forces_deep_copy():
     module = nn.Linear(3, 2)
     calls = []
     module.register_forward_hook(lambda m, args, output: calls.append(m))
-    assert not _can_copy_shallow(module)
+    assert not can_copy_shallow(module)
 
     copy = clone_module(module, TensorCopier())
     copy(torch.randn(1, 3))
@@ -65,7 +65,7 @@ def test_user_hook_forces_deep_copy():
 def test_mutable_attribute_forces_deep_copy():
     module = nn.Linear(3, 2)
     module.notes = ["built by hand"]
-    assert not _can_copy_shallow(module)
+    assert not can_copy_shallow(module)
 
     copy = clone_module(module, TensorCopier())
     copy.notes.append("changed")
