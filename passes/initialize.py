@@ -134,10 +134,16 @@ def initialize_lazy_module(
         ):
             module.initialize_parameters(*args, **kwargs)
     except Exception as error:
+        if isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error):
+            remedy = (
+                "Its parameters do not fit in memory here. Materialize with device='meta', which "
+                "allocates nothing, and allocate them later with to_empty(device=...)."
+            )
+        else:
+            remedy = "Check that the module receives the input it was written for."
         raise LazyInitializationError(
             f"Module '{name}' ({class_name}) failed in initialize_parameters for inputs "
-            f"({_describe_inputs(args, kwargs)}): {error}. Check that the module receives the "
-            "input it was written for."
+            f"({_describe_inputs(args, kwargs)}): {error}. {remedy}"
         ) from error
     if module.has_uninitialized_params():
         left = _uninitialized_names(module)

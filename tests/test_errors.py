@@ -515,6 +515,16 @@ ERROR_CASES = [
         fails_before_changes=False,
     ),
     ErrorCase(
+        "parameters-too-large-to-allocate",
+        lambda: (nn.Sequential(nn.LazyLinear(2**40)), (torch.randn(2, 5),), {}),
+        fxlazy.LazyInitializationError,
+        r"Module '0' \(LazyLinear\) failed in initialize_parameters for inputs \(\(2, 5\)\)",
+        fragments=("can't allocate memory", "Materialize with device='meta'"),
+        cause=RuntimeError,
+        # torch sets in_features before it allocates the weight.
+        fails_before_changes=False,
+    ),
+    ErrorCase(
         "unused-lazy-module",
         lambda: (UnusedLazy(), (torch.randn(2, 4),), {}),
         fxlazy.UnusedLazyModuleError,
