@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -73,6 +74,7 @@ def attributes_restored(root: nn.Module) -> Iterator[None]:
                 (module._buffers, buffers),
                 (module._modules, children),
             ):
-                if current.keys() != original.keys() or any(current[k] is not v for k, v in original.items()):
+                # Same keys in the same order, each holding the same object as before.
+                if current.keys() != original.keys() or any(map(operator.is_not, current.values(), original.values())):
                     current.clear()
                     current.update(original)
