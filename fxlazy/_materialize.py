@@ -14,7 +14,7 @@ from torch import nn
 from ._inputs import bind_example
 from ._several_examples import check_examples_agree, dynamic_dims
 from .errors import InvalidOptionError, LazyDeviceMismatchError, UnsupportedLazyModuleError, UnusedLazyModuleError
-from .passes.assemble import assemble_graph_module
+from .passes.assemble import attach_module_tree, new_graph_module
 from .passes.clone import TensorCopier
 from .passes.initialize import initialize_lazy_modules
 from .passes.propagate import LazyShapeProp
@@ -135,18 +135,22 @@ def _materialize(
     check_examples_agree(model, inputs, traced, propagation, further, leaf_modules)
     _reject_unused_lazy_modules(model, pending, {spec.module for spec, _ in propagation.first_calls})
 
-    # Phase 2: build the static module of each built-in lazy layer directly (not for
-    # inplace or meta results), the GraphModule over copies of the other leaves (or the
-    # model's own leaves in place), then initialize parameters in first-call order.
+    # Phase 2, in this order, so that code generation's transient memory is freed before
+    # any module is allocated:
+    # 1. generate the GraphModule's code;
+    # 2. build the static module of each built-in lazy layer directly, unless the result
+    #    is in place or on meta;
+    # 3. give the GraphModule copies of the other leaves, or the model's own leaves;
+    # 4. initialize parameters in first-call order.
     # NOTE: with inplace=True, a user's initialize_parameters that works on meta tensors
     # but fails on real ones leaves the modules before it initialized.
+    gm = new_graph_module(model, traced.graph, type(model).__name__)
     copy_tensor = TensorCopier(on_meta)
     static_leaves = {} if inplace or on_meta else build_static_leaves(model, propagation.first_calls, copy_tensor)
-    gm = assemble_graph_module(
+    attach_module_tree(
+        gm,
         model,
-        traced.graph,
         traced.traced_through,
-        type(model).__name__,
         copy_modules=not inplace,
         on_meta=on_meta,
         copy_tensor=copy_tensor,
