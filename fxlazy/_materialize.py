@@ -45,6 +45,9 @@ def materialize(
     state, the result's ``state_dict`` equals, key for key and bit for bit, what
     ``model.eval(); model(*example)`` would leave in the model.
 
+    Python's cyclic garbage collector is paused for the duration of the call, in the
+    whole process, and switched back on afterwards if it was on.
+
     Args:
         model: the model; it is left unchanged unless ``inplace`` is true.
         example: the positional forward arguments: a tensor, or a tuple of tensors, None
