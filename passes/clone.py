@@ -169,8 +169,8 @@ def clone_module(
     """Return an independent copy of ``module`` with its tensors copied by ``copy_tensor``.
 
     A pending lazy module copied shallowly loses its lazy hooks and keeps its class.
-    ``replacements`` maps ``id()`` of submodules to the modules the copy holds in their
-    place, such as static leaves built in advance.
+    ``replacements`` maps ``id()`` of submodules to the modules that take their place in
+    the copy, uncopied, such as static leaves built in advance.
 
     Raises:
         ModelCopyError: deepcopy failed; the message names the module ``name`` and the
