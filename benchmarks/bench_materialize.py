@@ -32,7 +32,8 @@ Stages (``--stages``):
   fxlazy`` and the first and second materialize calls, and record the modules that the
   first call imports.
 - forward: per model, the static module from fxlazy against an eagerly materialized
-  model, calls alternating between the two under ``torch.no_grad()``.
+  model and that model traced by ``torch.fx.symbolic_trace``, calls rotating among the
+  three under ``torch.no_grad()``.
 - profile: cProfile over warm materialize calls, averaged per call.
 
 Results are printed as Markdown tables, starting with the goals of the performance work
