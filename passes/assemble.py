@@ -6,7 +6,8 @@ a container, would be dropped, and the state_dict keys would come in another ord
 than the model's. Here every module the tracer inlined becomes a plain ``nn.Module``
 with the same parameters, buffers and children in the same order. Every other module
 (the leaves, and modules forward never calls) is copied, or, for an in-place
-materialization, kept as the object it is.
+materialization, kept as the object it is. A lazy leaf whose static module was built in
+advance (``passes/static_leaves.py``) is replaced by that module.
 """
 
 from __future__ import annotations

@@ -134,6 +134,7 @@ def initialize_lazy_module(
         ):
             module.initialize_parameters(*args, **kwargs)
     except Exception as error:
+        # torch's CPU allocator raises a RuntimeError with this text (torch 2.13).
         if isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error):
             remedy = (
                 "Its parameters do not fit in memory here. Materialize with device='meta', which "

@@ -1,11 +1,12 @@
 """Build the static module of a built-in lazy layer directly, without copying the lazy one first.
 
 A copied lazy leaf would carry new uninitialized tensors that initialization then
-replaces at once. Each of those tensors runs its ``__torch_function__`` in Python on every
-attribute read, so the copy and its replacement cost tens of microseconds a layer. Here a layer of a torch.nn lazy class becomes
-an instance of its ``cls_to_become`` with real tensors of the inferred shapes. Their
-values are left to ``reset_parameters``, which the initialization pass calls in the
-order of the first calls, so the random draws match an eager dry run.
+replaces at once. Each of those tensors runs its ``__torch_function__`` in Python on
+every attribute read, so the copy and its replacement cost tens of microseconds a
+layer. Here a layer of a torch.nn lazy class becomes an instance of its
+``cls_to_become`` with real tensors of the inferred shapes. Their values are left to
+``reset_parameters``, which the initialization pass calls in the order of the first
+calls, so the random draws match an eager dry run.
 """
 
 from __future__ import annotations
